@@ -1,0 +1,26 @@
+import os, warnings, pytest, torch
+from torch.overrides import TorchFunctionMode
+import torch.nn.functional as F
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+class ReluElementCounter(TorchFunctionMode):
+    "Independent ReLU count: every relu/relu_ call's output elements per image, however it is called."
+    FUNCS = {F.relu, torch.relu, torch.relu_, F.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+    def __init__(self, batch):
+        super().__init__(); self.batch, self.n, self.calls = batch, 0, 0
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in self.FUNCS:
+            self.calls += 1
+            self.n += out.numel() // self.batch
+        return out
+
+def count_relu_elements(model, x):
+    "(elements per image, number of calls) by running `model` on `x` under a TorchFunctionMode."
+    model.eval()
+    with torch.no_grad(), ReluElementCounter(x.shape[0]) as c: model(x)
+    return c.n, c.calls
+
+@pytest.fixture
+def relu_counter(): return count_relu_elements

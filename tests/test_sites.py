@@ -1,0 +1,159 @@
+"relufy over torchvision and timm models, known totals, mask files, thin + ONNX."
+import warnings, pytest, torch, torch.nn as nn, torch.nn.functional as F
+import torchvision
+from relu_explore.sites import relufy, get_sites, get_masks, set_masks, relu_count, relu_total, site_table, save_masks, load_masks, thin
+from conftest import count_relu_elements
+
+def _tv_names():
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+# a quick subset by default, the whole zoo under -m slow
+FAST_TV = ['resnet18', 'vgg11', 'densenet121', 'regnet_x_400mf', 'squeezenet1_0', 'alexnet']
+NO_RELU_TV = ['mobilenet_v2', 'efficientnet_b0', 'vit_b_16', 'convnext_tiny', 'swin_t', 'maxvit_t', 'mobilenet_v3_small']
+
+def _input_for(name):
+    if name.startswith(('inception', 'googlenet')): return torch.randn(2, 3, 128, 128)
+    if name.startswith(('vit', 'swin', 'maxvit')): return torch.randn(2, 3, 224, 224)
+    if name.startswith(('alexnet', 'squeeze')): return torch.randn(2, 3, 96, 96)
+    return torch.randn(2, 3, 64, 64)
+
+def _check_model(model, x):
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    n_ref, calls = count_relu_elements(model, x)
+    if calls == 0:
+        with pytest.raises(ValueError, match='no ReLU call'): relufy(model, x)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        net = relufy(model, x).eval()
+    with torch.no_grad(): ref, out = model(x), net(x)
+    if isinstance(ref, tuple): ref, out = ref[0], out[0]
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+    assert relu_count(net) == n_ref
+    assert len(get_sites(net)) == calls
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+def _tv(name):
+    kw = dict(weights=None)
+    if name in ('inception_v3', 'googlenet'): kw['aux_logits'] = False; kw['init_weights'] = False
+    return torchvision.models.get_model(name, **kw)
+
+@pytest.mark.parametrize('name', FAST_TV + ['mobilenet_v2', 'efficientnet_b0'])
+def test_torchvision_fast(name):
+    torch.manual_seed(0); _check_model(_tv(name), _input_for(name))
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', _tv_names())
+def test_torchvision_zoo(name):
+    torch.manual_seed(0); _check_model(_tv(name), _input_for(name))
+
+TIMM = ['resnet18', 'resnet26d', 'resnet50', 'seresnet18', 'ecaresnet26t', 'regnetx_002', 'regnety_002', 'densenet121',
+        'vgg11', 'dla34', 'repvgg_a0', 'ghostnet_050', 'skresnet18', 'resnetv2_50', 'selecsls42b', 'gernet_s',
+        'mobilenetv3_small_050', 'res2net50_14w_8s', 'hrnet_w18_small']
+FAST_TIMM = ['resnet18', 'regnetx_002', 'seresnet18', 'repvgg_a0']
+
+def _timm(name):
+    timm = pytest.importorskip('timm')
+    return timm.create_model(name, pretrained=False, num_classes=10)
+
+@pytest.mark.parametrize('name', FAST_TIMM)
+def test_timm_fast(name):
+    torch.manual_seed(0); _check_model(_timm(name), torch.randn(2, 3, 64, 64))
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', TIMM)
+def test_timm_zoo(name):
+    torch.manual_seed(0); _check_model(_timm(name), torch.randn(2, 3, 64, 64))
+
+@pytest.mark.parametrize('name', ['vit_tiny_patch16_224', 'convnext_atto', 'efficientnet_b0'])
+def test_timm_no_relu(name):
+    m = _timm(name)
+    with pytest.raises(ValueError, match='no ReLU call') as e: relufy(m, torch.randn(1, 3, 224, 224) if 'vit' in name else torch.randn(1, 3, 64, 64))
+    assert any(k in str(e.value) for k in ('GELU', 'SiLU', 'Hardswish', 'ReLU6'))
+
+def test_known_totals():
+    from relu_explore.models import cifar_resnet18, wrn_22_8
+    x = torch.randn(2, 3, 32, 32)
+    net = relufy(cifar_resnet18(), x)
+    assert relu_count(net) == 557_056 and relu_count(net, include_stem=False) == 491_520
+    assert len(get_sites(net)) == 17
+    assert relu_count(relufy(cifar_resnet18(stem_relu=False), x)) == 491_520
+    assert relu_count(relufy(wrn_22_8(), x)) == 1_392_640
+    assert relu_count(relufy(torchvision.models.resnet18(weights=None), torch.randn(1, 3, 224, 224))) == 2_308_096
+    tab = site_table(net)
+    assert tab.stage.tolist() == ['S1'] * 5 + ['S2'] * 4 + ['S3'] * 4 + ['S4'] * 4
+    assert tab.is_stem.tolist()[0] and tab.total.sum() == 557_056
+
+def test_reused_module_two_sites():
+    m = torchvision.models.resnet18(weights=None)
+    net = relufy(m, torch.randn(1, 3, 64, 64))
+    names = list(get_sites(net))
+    assert 'layer1.0.relu' in names and 'layer1.0.relu_1' in names and len(names) == 17
+
+def _toy():
+    from relu_explore.models import tiny_net
+    return tiny_net().eval()
+
+def test_mask_files(tmp_path):
+    x = torch.randn(2, 1, 8, 8)
+    net = relufy(_toy(), x)
+    masks = {k: (torch.rand(v.shape) > 0.5).float() for k, v in get_masks(net).items()}
+    set_masks(net, masks)
+    p = save_masks(net, tmp_path / 'm.safetensors')
+    back = load_masks(p, net)
+    assert all(torch.equal(back[k], masks[k]) for k in masks)
+    # missing site
+    k0 = next(iter(masks))
+    save_masks({k: v for k, v in masks.items() if k != k0}, tmp_path / 'missing.safetensors')
+    with pytest.raises(ValueError, match=f"missing sites \\['{k0}'\\]"): load_masks(tmp_path / 'missing.safetensors', net)
+    # extra site
+    save_masks({**masks, 'ghost': torch.ones(3)}, tmp_path / 'extra.safetensors')
+    with pytest.raises(ValueError, match="extra sites \\['ghost'\\]"): load_masks(tmp_path / 'extra.safetensors', net)
+    # wrong shape
+    save_masks({**masks, k0: torch.ones(1, 2, 3)}, tmp_path / 'shape.safetensors')
+    with pytest.raises(ValueError, match='wrong shapes'): load_masks(tmp_path / 'shape.safetensors', net)
+    # garbage and truncated bytes
+    (tmp_path / 'garbage.safetensors').write_bytes(b'\x00\xffnot a file' * 10)
+    with pytest.raises(ValueError, match='corrupt'): load_masks(tmp_path / 'garbage.safetensors', net)
+    (tmp_path / 'trunc.safetensors').write_bytes(p.read_bytes()[:-20])
+    with pytest.raises(ValueError, match='corrupt'): load_masks(tmp_path / 'trunc.safetensors', net)
+
+def test_toy_six_sites_and_isolation():
+    x = torch.randn(2, 1, 8, 8)
+    model = _toy()
+    net = relufy(model, x)
+    assert len(get_sites(net)) == 6
+    for site in get_sites(net):
+        n2 = relufy(model, x)
+        seen = {}
+        hooks = [m.register_forward_hook(lambda mod, i, o: seen.__setitem__(mod.site, (i[0].detach().clone(), o.detach().clone()))) for m in get_sites(n2).values()]
+        n2(x); base = dict(seen)
+        set_masks(n2, {site: torch.zeros(get_sites(n2)[site].shape)}, strict=False); n2(x)
+        for h in hooks: h.remove()
+        names = list(base)
+        i = names.index(site)
+        for earlier in names[:i]: assert torch.equal(seen[earlier][1], base[earlier][1])
+        assert torch.equal(seen[site][1], seen[site][0])
+
+def test_thin_and_onnx(tmp_path):
+    from relu_explore.models import cifar_resnet18
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    net = relufy(cifar_resnet18(width=16).eval(), x).eval()
+    masks = get_masks(net)
+    names = list(masks)
+    masks[names[0]].zero_()                                   # a removed site
+    masks[names[3]] = (torch.rand(masks[names[3]].shape) > 0.9).float()  # a partial site
+    set_masks(net, masks)
+    t = thin(net).eval()
+    with torch.no_grad(): torch.testing.assert_close(t(x), net(x), atol=1e-5, rtol=1e-5)
+    ort = pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnx')
+    path = tmp_path / 'thin.onnx'
+    try: torch.onnx.export(t, (x,), str(path), dynamo=False, input_names=['x'], output_names=['y'])
+    except TypeError: torch.onnx.export(t, (x,), str(path), input_names=['x'], output_names=['y'])
+    sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    y = sess.run(None, {'x': x.numpy()})[0]
+    with torch.no_grad(): torch.testing.assert_close(torch.from_numpy(y), net(x), atol=1e-4, rtol=1e-4)
