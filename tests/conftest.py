@@ -11,13 +11,16 @@ class ReluElementCounter(TorchFunctionMode):
         super().__init__(); self.batch, self.n, self.calls = batch, 0, 0
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if func in self.FUNCS:
+        # per-image ReLUs only: outputs with the batch dimension first (use a batch > 1 so that
+        # input-independent ReLUs, e.g. swin_v2's position-bias MLP on a (1, ...) table, are told apart)
+        if func in self.FUNCS and out.dim() > 0 and out.shape[0] == self.batch:
             self.calls += 1
             self.n += out.numel() // self.batch
         return out
 
 def count_relu_elements(model, x):
-    "(elements per image, number of calls) by running `model` on `x` under a TorchFunctionMode."
+    "(elements per image, number of per-image calls) by running `model` on `x` (batch > 1) under a TorchFunctionMode."
+    assert x.shape[0] > 1, "use a batch of at least 2 to tell per-image ReLUs from input-independent ones"
     model.eval()
     with torch.no_grad(), ReluElementCounter(x.shape[0]) as c: model(x)
     return c.n, c.calls

@@ -22,7 +22,10 @@ def _check_model(model, x):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     n_ref, calls = count_relu_elements(model, x)
     if calls == 0:
-        with pytest.raises(ValueError, match='no ReLU call'): relufy(model, x)
+        try: net = relufy(model, x)
+        except ValueError as e:
+            assert 'no ReLU call' in str(e); return
+        assert relu_count(net) == 0 and not any(m.per_image for m in get_sites(net).values())  # only input-independent ReLUs
         return
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -50,7 +53,7 @@ def test_torchvision_zoo(name):
     torch.manual_seed(0); _check_model(_tv(name), _input_for(name))
 
 TIMM = ['resnet18', 'resnet26d', 'resnet50', 'seresnet18', 'ecaresnet26t', 'regnetx_002', 'regnety_002', 'densenet121',
-        'vgg11', 'dla34', 'repvgg_a0', 'ghostnet_050', 'skresnet18', 'resnetv2_50', 'selecsls42b', 'gernet_s',
+        'dla34', 'cspresnet50', 'dpn68', 'repvgg_a0', 'ghostnet_050', 'skresnet18', 'resnetv2_50', 'selecsls42b', 'gernet_s',
         'mobilenetv3_small_050', 'res2net50_14w_8s', 'hrnet_w18_small']
 FAST_TIMM = ['resnet18', 'regnetx_002', 'seresnet18', 'repvgg_a0']
 
@@ -157,3 +160,12 @@ def test_thin_and_onnx(tmp_path):
     sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     y = sess.run(None, {'x': x.numpy()})[0]
     with torch.no_grad(): torch.testing.assert_close(torch.from_numpy(y), net(x), atol=1e-4, rtol=1e-4)
+
+def test_timm_untraceable_leaf_modules():
+    "timm's VGG head has data-dependent control flow: a clear error, then leaf_modules makes it work and warns."
+    m = _timm('vgg11').eval()
+    x = torch.randn(2, 3, 64, 64)
+    with pytest.raises(RuntimeError, match='leaf_modules'): relufy(m, x)
+    with pytest.warns(UserWarning, match="'pre_logits' hides"): net = relufy(m, x, leaf_modules=('pre_logits',))
+    with torch.no_grad(): torch.testing.assert_close(net(x), m(x), atol=1e-6, rtol=0)
+    assert relu_count(net) > 0 and len(get_sites(net)) == 8
