@@ -41,7 +41,7 @@ setuptools.setup(
     url = cfg['git_url'],
     packages = setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name']+'.*']),
     include_package_data = True,
-    package_data = {cfg['lib_name']: ['data/*.csv']},
+    package_data = {cfg['lib_name']: ['*.csv']},
     install_requires = requirements,
     extras_require={ 'dev': dev_requirements, 'pi': ['spu'] },
     dependency_links = cfg.get('dep_links','').split(),
