@@ -1,0 +1,187 @@
+"Data loaders: digits split/normalisation/determinism, CIFAR local copies and errors, ImageFolder trees, get_data."
+import pickle
+from pathlib import Path
+import numpy as np, pytest, torch
+import fastcore.test as fct
+from relu_explore.data import (Data, digits_data, cifar10_data, cifar100_data, imagefolder_data, get_data, list_datasets,
+                               _fake_imagefolder)
+
+SHARED_C10 = Path('/work/shared/data/cifar10')
+needs_c10 = pytest.mark.skipif(not (SHARED_C10 / 'cifar-10-batches-py').is_dir(), reason='no local CIFAR-10 copy')
+
+
+# ---------- digits ----------
+def test_digits_split_and_normalisation():
+    d = digits_data(valid_frac=0.2, seed=3)
+    from sklearn.datasets import load_digits
+    raw = load_digits()
+    xtr, ytr = d.train_ds.tensors; xva, yva = d.valid_ds.tensors
+    assert len(ytr) + len(yva) == len(raw.target) == 1797
+    assert abs(len(yva) - 0.2 * 1797) <= 1
+    assert xtr.dtype == torch.float32 and xtr.shape[1:] == (1, 8, 8) and d.input_shape == (1, 8, 8)
+    # standardised with train statistics: invert and compare with the raw pixels / 16
+    x01 = xtr * d.std[0] + d.mean[0]
+    assert x01.min() >= -1e-5 and x01.max() <= 1 + 1e-5
+    assert abs(xtr.mean().item()) < 1e-5 and abs(xtr.std().item() - 1) < 1e-4
+    assert abs(xva.mean().item()) < 0.1              # valid uses the train stats, so only close to 0
+    # the samples are real digits: every (un-normalised) train image is one of the raw images
+    raw_imgs = torch.tensor(raw.images, dtype=torch.float32) / 16
+    dist = torch.cdist(x01[:20].flatten(1), raw_imgs.flatten(1))
+    assert (dist.min(1).values < 1e-4).all()
+    # stratified: class shares equal in both splits
+    ptr, pva = torch.bincount(ytr) / len(ytr), torch.bincount(yva) / len(yva)
+    torch.testing.assert_close(ptr, pva, atol=0.01, rtol=0)
+
+
+def test_digits_train_and_valid_disjoint():
+    d = digits_data()
+    tr = {tuple(r.tolist()) for r in d.train_ds.tensors[0].flatten(1)}
+    va = [tuple(r.tolist()) for r in d.valid_ds.tensors[0].flatten(1)]
+    # load_digits has a few duplicate images; almost all valid images must be unseen in train
+    assert sum(v in tr for v in va) < 10
+
+
+def test_digits_determinism_and_seed():
+    a, b, c = digits_data(seed=5), digits_data(seed=5), digits_data(seed=6)
+    torch.testing.assert_close(a.valid_ds.tensors[0], b.valid_ds.tensors[0])
+    assert not torch.equal(a.valid_ds.tensors[1], c.valid_ds.tensors[1])
+    torch.manual_seed(123); ya = [y for _, y in a.train]
+    torch.manual_seed(999); yb = [y for _, y in b.train]
+    assert all(torch.equal(p, q) for p, q in zip(ya, yb))   # shuffle order ignores the global RNG
+    e1 = [y for _, y in a.train]
+    assert not all(torch.equal(p, q) for p, q in zip(ya, e1))  # ... but differs between epochs
+    assert a.train.num_workers == 0
+
+
+def test_digits_example_and_batch():
+    d = digits_data(batch_size=32)
+    torch.testing.assert_close(d.example(3), d.valid_ds.tensors[0][:3])
+    x, y = d.batch(5, split='train')
+    torch.testing.assert_close(x, d.train_ds.tensors[0][:5]); torch.testing.assert_close(y, d.train_ds.tensors[1][:5])
+    assert d.batch(10_000)[0].shape[0] == len(d.valid_ds)
+    fct.test_fail(lambda: d.batch(3, split='test'), contains="'train' or 'valid'")
+    assert "Data('digits', train=1347, valid=450" in repr(d)
+
+
+def test_digits_upsample():
+    d8, d16 = digits_data(), digits_data(upsample=16)
+    assert d16.input_shape == (1, 16, 16) and d16.example(2).shape == (2, 1, 16, 16)
+    # downsampling the upsampled image back gives an image close to the 8x8 one (same layout, same order)
+    x8 = d8.valid_ds.tensors[0] * d8.std[0] + d8.mean[0]
+    x16 = d16.valid_ds.tensors[0] * d16.std[0] + d16.mean[0]
+    back = torch.nn.functional.avg_pool2d(x16, 2)
+    assert (back - x8).abs().mean() < 0.1
+    # each shrunk image is nearest to its own 8x8 original
+    assert torch.equal(torch.cdist(back.flatten(1), x8.flatten(1)).argmin(1), torch.arange(len(x8)))
+    fct.test_fail(lambda: digits_data(upsample=0), contains='positive integer')
+
+
+def test_digits_bad_args():
+    fct.test_fail(lambda: digits_data(valid_frac=0), contains='between 0 and 1')
+    fct.test_fail(lambda: digits_data(batch_size=0), contains='batch_size')
+
+
+def test_single_sample_last_batch_dropped():
+    d = digits_data(batch_size=673)   # 1347 = 2 * 673 + 1
+    assert d.train.drop_last and all(len(y) == 673 for _, y in d.train)
+    assert not digits_data(batch_size=64).train.drop_last
+
+
+# ---------- CIFAR ----------
+def test_cifar_missing_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError) as e: cifar10_data(tmp_path)
+    msg = str(e.value)
+    assert str(tmp_path / 'cifar-10-batches-py') in msg and 'download=True' in msg
+    with pytest.raises(FileNotFoundError) as e: cifar100_data(tmp_path / 'c100')
+    assert 'cifar-100-python' in str(e.value) and 'download=True' in str(e.value)
+
+
+def _write_fake_cifar10(root, n=20, seed=0):
+    "A tiny CIFAR-10 in torchvision's layout with arbitrary (non-official) MD5 sums."
+    rng, folder = np.random.default_rng(seed), Path(root) / 'cifar-10-batches-py'
+    folder.mkdir(parents=True)
+    for f in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
+        d = {'data': rng.integers(0, 256, (n, 3072), dtype=np.uint8), 'labels': rng.integers(0, 10, n).tolist(),
+             'batch_label': f, 'filenames': [f'{f}_{i}.png' for i in range(n)]}
+        with open(folder / f, 'wb') as fh: pickle.dump(d, fh)
+    names = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+    with open(folder / 'batches.meta', 'wb') as fh: pickle.dump({'label_names': names}, fh)
+    return folder
+
+
+def test_cifar_loads_copy_without_md5(tmp_path):
+    import torchvision
+    _write_fake_cifar10(tmp_path)
+    with pytest.raises(RuntimeError): torchvision.datasets.CIFAR10(tmp_path, download=False)  # torchvision refuses it
+    d = cifar10_data(tmp_path, batch_size=8, download=True)                                    # present: no download
+    assert (len(d.train_ds), len(d.valid_ds), d.num_classes, d.input_shape) == (100, 20, 10, (3, 32, 32))
+    assert d.classes[0] == 'airplane'
+    x, y = next(iter(d.valid))
+    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32
+    torch.testing.assert_close(d.example(4), d.example(4))
+    # augmented train batches are reproducible through `batch`
+    torch.testing.assert_close(d.batch(6, 'train')[0], d.batch(6, 'train')[0])
+    # no augmentation: train sample 0 is the first raw image, normalised
+    raw = pickle.load(open(tmp_path / 'cifar-10-batches-py' / 'data_batch_1', 'rb'))['data'][0]
+    want = (torch.tensor(raw, dtype=torch.float32).view(3, 32, 32) / 255 - torch.tensor(d.mean).view(3, 1, 1)) / torch.tensor(d.std).view(3, 1, 1)
+    torch.testing.assert_close(cifar10_data(tmp_path, augment=False).batch(1, 'train')[0][0], want)
+
+
+def test_cifar_holdout_split(tmp_path):
+    _write_fake_cifar10(tmp_path)
+    d = cifar10_data(tmp_path, valid_split=0.2, batch_size=8)
+    assert (len(d.train_ds), len(d.valid_ds)) == (80, 20)
+    assert set(d.train_ds.indices).isdisjoint(d.valid_ds.indices)
+    assert d.valid_ds.dataset.transform is not d.train_ds.dataset.transform
+    fct.test_fail(lambda: cifar10_data(tmp_path, valid_split='val'), contains="use 'test' or a fraction")
+
+
+@needs_c10
+def test_shared_cifar10_copy_loads():
+    d = cifar10_data(SHARED_C10, batch_size=256, augment=False)
+    assert (len(d.train_ds), len(d.valid_ds)) == (50_000, 10_000)
+    assert d.train_ds.targets[:10] == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]   # official training order (README)
+    assert np.bincount(d.valid_ds.targets).tolist() == [1000] * 10
+    x, _ = d.batch(512, 'train')
+    # normalised with CIFAR-10 statistics: the channel means of a few hundred images are near 0
+    assert x.mean((0, 2, 3)).abs().max() < 0.15
+
+
+# ---------- ImageFolder ----------
+def test_imagefolder(tmp_path):
+    root = _fake_imagefolder(tmp_path / 'f', classes=('a', 'b', 'c', 'd'), n=3, size=24, val_classes=('b', 'd'))
+    d = imagefolder_data(root, image_size=16, batch_size=4)
+    assert (len(d.train_ds), len(d.valid_ds), d.num_classes, d.input_shape) == (12, 6, 4, (3, 16, 16))
+    x, y = d.batch(6)
+    assert x.shape == (6, 3, 16, 16) and y.tolist() == [1, 1, 1, 3, 3, 3]   # labels follow train's indices
+    xb, yb = next(iter(d.train))
+    assert xb.shape == (4, 3, 16, 16)
+
+
+def test_imagefolder_grey_images_become_rgb(tmp_path):
+    from PIL import Image
+    for split in ('train', 'val'):
+        (tmp_path / split / 'x').mkdir(parents=True)
+        Image.fromarray(np.zeros((10, 10), dtype=np.uint8), mode='L').save(tmp_path / split / 'x' / '0.png')
+    assert imagefolder_data(tmp_path, image_size=8).example(1).shape == (1, 3, 8, 8)
+
+
+def test_imagefolder_errors(tmp_path):
+    fct.test_fail(lambda: imagefolder_data(tmp_path / 'missing'), contains='train/<class>')
+    (tmp_path / 'train' / 'a').mkdir(parents=True)
+    with pytest.raises(FileNotFoundError) as e: imagefolder_data(tmp_path)
+    assert str(tmp_path / 'val') in str(e.value) and "valid_dir=" in str(e.value)
+
+
+# ---------- by name ----------
+def test_get_data():
+    assert get_data('digits', batch_size=8).train.batch_size == 8
+    assert list_datasets() == ['digits', 'cifar10', 'cifar100', 'imagefolder']
+    with pytest.raises(ValueError) as e: get_data('cifar')
+    assert 'cifar10' in str(e.value) and 'Known datasets' in str(e.value)
+    fct.test_fail(lambda: get_data('imagenet'), contains='imagefolder')
+
+
+def test_get_data_routes_to_cifar(tmp_path):
+    fct.test_fail(lambda: get_data('cifar100', root=tmp_path), contains='cifar-100-python')
+    assert isinstance(get_data('CIFAR-10', root=_write_fake_cifar10(tmp_path / 'c').parent), Data)
