@@ -329,9 +329,14 @@ class _Heartbeat(threading.Thread):
                                                    & (t.c.status == 'running')).values(heartbeat=time.time()))
             except Exception: continue  # a busy database: try again next beat
             if r.rowcount != 1:
+                if self.halt.is_set() or self._finished_by_us(t): return   # the point just finished: not a takeover
                 self.cl.lost = True
                 warnings.warn(f"point {self.cl.point_key!r} was taken over by another worker (no heartbeat for {self.store.grace}s?)")
                 return
+    def _finished_by_us(self, t):
+        with self.store.storage.engine.connect() as c:
+            row = c.execute(t.select().where(self.store._where(self.cl.point_key) & (t.c.token == self.cl.token))).mappings().first()
+        return row is not None and row['status'] == 'done'
     def stop(self): self.halt.set(); self.join()
 
 # %% ../nbs/07_frontier.ipynb #22c93599
