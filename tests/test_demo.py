@@ -1,0 +1,59 @@
+"The main job: relu_explore_demo end to end, resumable after SIGKILL, clear errors on bad input."
+import os, signal, subprocess, sys, time
+from pathlib import Path
+import pytest
+from relu_explore.frontier import load_results
+
+ARGS = ['--budgets', '0.5,0.25,0.1,0.05', '--epochs', '1', '--teacher_epochs', '2', '--no_charts']
+
+def _demo(out, *extra):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    exe = Path(sys.executable).parent / 'relu_explore_demo'           # the console script users run
+    return subprocess.Popen([str(exe), '--out', str(out), *ARGS, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+def _rows(out):
+    try: return load_results(out)
+    except Exception: return None
+
+def test_demo_sigkill_resume(tmp_path):
+    out = tmp_path / 'demo'
+    p = _demo(out)
+    t0, df = time.time(), None
+    while time.time() - t0 < 300:
+        df = _rows(out)
+        if df is not None and len(df) >= 2: break
+        if p.poll() is not None: pytest.fail(f"demo ended before two points were stored:\n{p.stdout.read()[-3000:]}")
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL); p.wait()
+    before = _rows(out)
+    assert before is not None and 2 <= len(before) < 4, "kill the demo after its second point, before the last"
+    kept = before.set_index('point_key')
+    stamps = {f: f.stat().st_mtime_ns for f in (out / 'points').rglob('*.safetensors')}
+    p = _demo(out); log, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, log[-3000:]
+    after = load_results(out).set_index('point_key')
+    assert len(after) == 4 and after.index.is_unique                       # completed the rest, no duplicates
+    for k in kept.index:                                                   # finished points neither redone nor rewritten
+        assert after.loc[k, 'finished'] == kept.loc[k, 'finished'] and after.loc[k, 'acc'] == kept.loc[k, 'acc']
+    for f, t in stamps.items():
+        if any(f.parent.name.startswith(k.replace('|', '_')) for k in kept.index): assert f.stat().st_mtime_ns == t
+    assert 'reusing the teacher' in log
+    assert 'stage times (s):' in log
+    assert sorted(after.budget) == sorted(after.budget.unique())
+
+def test_demo_refuses_other_config(tmp_path):
+    from relu_explore.cli import run_demo
+    out = tmp_path / 'o'
+    run_demo(out, budgets='0.5', epochs=1, teacher_epochs=1, charts=False, progress=False)
+    with pytest.raises(ValueError, match='append=True'):
+        run_demo(out, budgets='0.5', epochs=2, teacher_epochs=1, charts=False, progress=False)
+
+def test_demo_bad_input(tmp_path):
+    from relu_explore.cli import run_demo
+    with pytest.raises(ValueError, match='digits_resnet'):
+        run_demo(tmp_path / 'a', budgets='0.5', model='digits_resnett', charts=False, progress=False)
+    with pytest.raises(ValueError, match='outside 1..4,096'):
+        run_demo(tmp_path / 'b', budgets='5000', epochs=1, teacher_epochs=1, charts=False, progress=False)
+    with pytest.raises(ValueError, match='outside 1..4,096'):
+        run_demo(tmp_path / 'c', budgets='0', epochs=1, teacher_epochs=1, charts=False, progress=False)
