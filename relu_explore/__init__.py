@@ -6,5 +6,14 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_api.ipynb #089332cd
+# %% ../nbs/99_api.ipynb #ffb7dda8
 from .sites import *
+from .data import *
+from .models import *
+from .sensitivity import *
+from .budget import *
+from .distill import *
+from .frontier import *
+from .sweeps import *
+from .cost import *
+from .viz import *

@@ -274,7 +274,7 @@ def plot_frontier(results:pd.DataFrame, # our points: method, `x`, `y` (optional
     xe = alt.X(f'{x}:Q', title='ReLUs per image' if x == 'relus' else x,
                scale=alt.Scale(type='log') if log_x else alt.Scale(zero=False), axis=alt.Axis(format='~s'))
     ye = alt.Y(f'{y}:Q', title='accuracy' if y == 'acc' else y, scale=alt.Scale(zero=False),
-               axis=alt.Axis(format='.0%') if pct else alt.Axis())
+               axis=alt.Axis(format='.0%' if ally.max() - ally.min() > 0.1 else '.1%') if pct else alt.Axis())  # narrow ranges need a decimal
     yfmt = '.2%' if pct else '.4g'
     def tips(df, cols):
         return [alt.Tooltip(f'{c}:Q', format=',' if c == x else yfmt) if c in (x, y) else alt.Tooltip(f'{c}:N')
