@@ -26,8 +26,10 @@ class MaskedReLU(nn.Module):
                  replacement:str='identity', # 'identity' or 'poly' (per-channel trainable quadratic)
                  module:str='', # path of the module the call lives in
                  kind:str='module', # 'module', 'function' or 'method': how the ReLU was called
-                 per_image:bool=True): # False for ReLUs that do not depend on the input
+                 per_image:bool=True, # False for ReLUs that do not depend on the input
+                 inplace:bool=False): # the original call was in place: the input may be overwritten
         super().__init__()
+        self.inplace = inplace
         if replacement not in ('identity', 'poly'):
             raise ValueError(f"replacement={replacement!r} is not known: use 'identity' or 'poly'.")
         self.site, self.replacement, self.module_path, self.kind, self.per_image = site, replacement, module, kind, per_image
@@ -65,10 +67,12 @@ class MaskedReLU(nn.Module):
         m = self.mask
         if not m.requires_grad:
             st = self.state()
-            if st == 'all': return F.relu(x)
+            if st == 'all': return F.relu(x, inplace=self.inplace)
             if st == 'none': return self.replace(x)
         m = m.to(x.dtype)
-        if self.replacement == 'identity': return x + m * F.relu(-x)
+        if self.replacement == 'identity':
+            r = torch.neg(x).clamp_(min=0)                      # relu(-x) in one buffer
+            return x.addcmul_(m, r) if self.inplace and not m.requires_grad else torch.addcmul(x, m, r)
         r = self.replace(x)
         return r + m * (F.relu(x) - r)
 
@@ -223,7 +227,7 @@ def _apply(gm, nodes, batch, replacement):
         per_image = _depends_on_input(node) and len(shape) >= 1 and shape[0] == batch
         mshape = shape[1:] if per_image else shape
         inplace = _is_inplace(node, gm)
-        gm.add_submodule(name, MaskedReLU(mshape, site=name, replacement=replacement, module=module, kind=kind, per_image=per_image))
+        gm.add_submodule(name, MaskedReLU(mshape, site=name, replacement=replacement, module=module, kind=kind, per_image=per_image, inplace=inplace))
         src = node.args[0]
         with gm.graph.inserting_after(node):
             new = gm.graph.call_module(name, (src,))
