@@ -17,3 +17,4 @@ from .frontier import *
 from .sweeps import *
 from .cost import *
 from .viz import *
+from .explorer import *
