@@ -18,3 +18,4 @@ from .sweeps import *
 from .cost import *
 from .viz import *
 from .explorer import *
+from .methods import *

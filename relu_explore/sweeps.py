@@ -13,10 +13,10 @@ from .sensitivity import score
 from .budget import allocate
 from .distill import distill, evaluate
 from .cost import pi_cost
-from .frontier import ResultsStore, sweep_points, pareto_front, load_results
+from .frontier import ResultsStore, sweep_points, pareto_front, load_results, on_front
 
 # %% auto #0
-__all__ = ['sweep_config', 'sweep']
+__all__ = ['sweep_config', 'sweep', 'LiveFrontier']
 
 # %% ../nbs/07a_sweeps.ipynb #6dfaceef
 def _key(method, strategy, budget, seed): return f"{method}|{strategy}|{budget}|seed{seed}"
@@ -127,3 +127,23 @@ def _previous_point(store, blist, b, method, strategy, seed):
     if df.empty or 'point_key' not in df: return None
     row = df[df.point_key == key]
     return None if row.empty else row.iloc[0].to_dict()
+
+# %% ../nbs/07a_sweeps.ipynb #645d1649
+class LiveFrontier:
+    "An `on_point` callback that redraws the accuracy-vs-ReLU chart as each sweep point finishes."
+    def __init__(self,
+                 published=None, # published points to overlay (`published_frontiers(...)`), or None
+                 show:bool=True, # display and update the chart in the notebook
+                 **plot_kw): # passed to `plot_frontier`
+        self.published, self.show, self.plot_kw = published, show, plot_kw
+        self.chart, self.handle, self.points = None, None, 0
+    def __call__(self, df):
+        from relu_explore.viz import plot_frontier
+        df = df.copy()
+        if len(df): df['on_front'] = on_front(df, x='relus', y='acc', by='method') if 'method' in df else on_front(df, x='relus', y='acc')
+        self.chart, self.points = plot_frontier(df, published=self.published, **self.plot_kw), len(df)
+        if self.show:
+            from IPython.display import display
+            if self.handle is None: self.handle = display(self.chart, display_id=True)
+            else: self.handle.update(self.chart)
+        return self.chart

@@ -1,0 +1,55 @@
+"Sweeps on the digits model: SIGKILL at random moments, resume, same final set as an uninterrupted run."
+import os, random, signal, subprocess, sys, time, textwrap
+from pathlib import Path
+import pytest, torch
+from relu_explore.frontier import load_results
+
+SCRIPT = textwrap.dedent('''
+    import sys, torch
+    torch.set_num_threads(1)
+    from safetensors.torch import load_file
+    from relu_explore.data import digits_data
+    from relu_explore.models import digits_resnet
+    from relu_explore.sweeps import sweep
+    data = digits_data(batch_size=64)
+    teacher = digits_resnet(width=8); teacher.load_state_dict(load_file(sys.argv[2]))
+    sweep(teacher, data, budgets=[0.5, 0.3, 0.2, 0.1, 0.05, 0.02], store=sys.argv[1], epochs=1, seed=0,
+          model_name='digits_resnet', dataset='digits', progress=False)
+''')
+
+def _teacher(path):
+    from relu_explore.data import digits_data
+    from relu_explore.models import digits_resnet
+    from relu_explore.distill import train
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    data = digits_data(batch_size=64); m = digits_resnet(width=8)
+    train(m, data.train, data.valid, epochs=2, lr=0.05, progress=False)
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
+
+def _run(script, out, teacher):
+    return subprocess.Popen([sys.executable, str(script), str(out), str(teacher)], env=dict(os.environ, OMP_NUM_THREADS='1'),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+@pytest.mark.slow
+def test_sweep_survives_ten_random_kills(tmp_path):
+    script, teacher = tmp_path / 'run.py', tmp_path / 'teacher.safetensors'
+    script.write_text(SCRIPT); _teacher(teacher)
+    ref = _run(script, tmp_path / 'ref', teacher); assert ref.wait(600) == 0, ref.stderr.read()[-2000:]
+    rng, out, seen = random.Random(0), tmp_path / 'killed', []
+    for i in range(10):
+        p = _run(script, out, teacher)
+        time.sleep(rng.uniform(2.0, 8.0))                          # imports take a few seconds: kills land all over a run
+        p.send_signal(signal.SIGKILL); p.wait()
+        try: seen.append(len(load_results(out)))
+        except FileNotFoundError: seen.append(0)
+        assert seen == sorted(seen), f"a finished point was lost: counts after each kill {seen}"
+    p = _run(script, out, teacher); assert p.wait(600) == 0, p.stderr.read()[-2000:]
+    a, b = load_results(tmp_path / 'ref').set_index('point_key'), load_results(out).set_index('point_key')
+    assert b.index.is_unique and sorted(a.index) == sorted(b.index)          # nothing lost, nothing duplicated
+    for k in a.index:                                                        # same seeds => same masks and accuracies
+        assert a.loc[k, 'relus'] == b.loc[k, 'relus'] and a.loc[k, 'acc'] == b.loc[k, 'acc'], k
+        from safetensors.torch import load_file
+        ma, mb = load_file(a.loc[k, 'masks']), load_file(b.loc[k, 'masks'])
+        assert all(torch.equal(ma[s], mb[s]) for s in ma)
+    print('finished points after each kill:', seen)
