@@ -89,7 +89,7 @@ def sweep(model:nn.Module, # the trained dense model: relufied here, and the dis
             prev = _previous_point(store, blist, b, method, strategy, seed)
             if prev is not None:
                 from safetensors.torch import load_file
-                sd = load_file(prev['weights'])
+                sd = load_file(prev['artifact_weights'])
                 student.load_state_dict({k: v for k, v in sd.items() if not k.endswith('.mask')}, strict=False)
                 start = prev['point_key']
         torch.manual_seed(seed)

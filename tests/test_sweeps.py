@@ -50,6 +50,20 @@ def test_sweep_survives_ten_random_kills(tmp_path):
     for k in a.index:                                                        # same seeds => same masks and accuracies
         assert a.loc[k, 'relus'] == b.loc[k, 'relus'] and a.loc[k, 'acc'] == b.loc[k, 'acc'], k
         from safetensors.torch import load_file
-        ma, mb = load_file(a.loc[k, 'masks']), load_file(b.loc[k, 'masks'])
+        ma, mb = load_file(a.loc[k, 'artifact_masks']), load_file(b.loc[k, 'artifact_masks'])
         assert all(torch.equal(ma[s], mb[s]) for s in ma)
     print('finished points after each kill:', seen)
+
+def test_warm_start(tmp_path):
+    "A warm-started point starts from the finished point at the next larger budget, and its row says so."
+    from relu_explore.data import digits_data
+    from relu_explore.models import digits_resnet
+    from relu_explore.distill import train
+    from relu_explore.sweeps import sweep
+    torch.manual_seed(0)
+    data = digits_data(batch_size=64); m = digits_resnet(width=8)
+    train(m, data.train, data.valid, epochs=1, lr=0.05, progress=False)
+    df = sweep(m, data, budgets=[0.5, 0.1], store=tmp_path, epochs=1, warm_start=True, progress=False).set_index('budget')
+    big, small = df.index.max(), df.index.min()
+    assert df.loc[big, 'warm_start_from'] == 'teacher'
+    assert df.loc[small, 'warm_start_from'] == df.loc[big, 'point_key']
