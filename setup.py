@@ -43,7 +43,7 @@ setuptools.setup(
     include_package_data = True,
     package_data = {cfg['lib_name']: ['*.csv']},
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements, 'pi': ['spu'] },
+    extras_require={ 'dev': dev_requirements, 'pi': ['spu', 'pandas<3.1'] },  # SPU pins numpy<2: install it in its own virtualenv
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

@@ -19,3 +19,4 @@ from .cost import *
 from .viz import *
 from .explorer import *
 from .methods import *
+from .secure import *
