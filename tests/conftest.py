@@ -6,6 +6,14 @@ import torch.nn.functional as F
 # (measured: 2 threads under load were up to 30x slower than 1 for the digits models).
 torch.set_num_threads(1)
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    "Every test starts on one thread, whatever an earlier test set, and leaves the count as it found it."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 class ReluElementCounter(TorchFunctionMode):
     "Independent ReLU count: every relu/relu_ call's output elements per image, however it is called."
     FUNCS = {F.relu, torch.relu, torch.relu_, F.relu_, torch.Tensor.relu, torch.Tensor.relu_}

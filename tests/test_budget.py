@@ -18,12 +18,6 @@ import numpy as np, pandas as pd, pytest, torch
 from relu_explore.budget import (allocate, list_strategies, register_strategy, masks_summary, deepreduce_candidates,
                                  Allocation)
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 def resnet18_shapes(widths=(64, 128, 256, 512), sizes=(32, 16, 8, 4)):
     "Site names and mask shapes of a CIFAR ResNet18 (stem + 8 BasicBlocks x 2 ReLUs)."
     shapes = {'relu': (widths[0], sizes[0], sizes[0])}

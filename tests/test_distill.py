@@ -20,14 +20,6 @@ def _env():
 def _same_weights(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    "Tiny nets: one thread is fastest, and far faster than two on a loaded 2-core machine."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope='module')
 def digits(): return digits_data(batch_size=64)
 

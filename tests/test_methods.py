@@ -9,24 +9,14 @@ from relu_explore.budget import deepreduce_candidates
 from relu_explore.methods import (run_recipe, list_recipes, register_recipe, MethodResult, PRESETS, compare_recipes,
                                   method_run_point, hysteresis_gate, dapa_coeffs)
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Tiny nets: one thread is fastest, and far faster than two on a loaded 2-core machine."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope='module')
 def digits(): return digits_data(batch_size=64)
 
 @pytest.fixture(scope='module')
 def teacher(digits):
-    n = torch.get_num_threads(); torch.set_num_threads(1)
     torch.manual_seed(0)
     t = digits_resnet()
     train(t, digits.train, digits.valid, epochs=6, progress=False)
-    torch.set_num_threads(n)
     return t
 
 @pytest.fixture(scope='module')
@@ -36,11 +26,9 @@ def runs(digits, teacher):
     def get(name, frac, **kw):
         key = (name, frac, tuple(sorted(kw.items())))
         if key not in cache:
-            n = torch.get_num_threads(); torch.set_num_threads(1)
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')
                 cache[key] = run_recipe(name, teacher, digits, keep_frac=frac, preset='digits', seed=0, device='cpu', **kw)
-            torch.set_num_threads(n)
         return cache[key]
     return get
 

@@ -199,9 +199,7 @@ def test_dead_channel_net():
 def _train_digits(epochs):
     "Validation accuracy of digits_resnet after a short Adam/one-cycle run (one thread: faster for a net this small)."
     from relu_explore.data import digits_data
-    threads = torch.get_num_threads(); torch.set_num_threads(1)
-    try: return _fit_digits(digits_data, epochs)
-    finally: torch.set_num_threads(threads)
+    return _fit_digits(digits_data, epochs)   # one thread: conftest's `one_thread` fixture
 
 
 def _fit_digits(digits_data, epochs):
