@@ -4,7 +4,7 @@ import numpy as np
 import fastcore.test as fct
 from relu_explore.cost import (pi_cost, PICost, cost_table, count_macs, list_protocols, list_networks, Protocol,
                                register_protocol, get_protocol, COEF_UNITS, NETWORKS, _PROTOCOLS)
-from relu_explore.sites import relufy, get_masks, set_masks, relu_count, site_table
+from relu_explore.sites import relufy, get_masks, set_masks, relu_count, site_table, get_sites
 from relu_explore.models import cifar_resnet18
 
 R18_SHAPES = [(64, 32, 32)] * 5 + [(128, 16, 16)] * 4 + [(256, 8, 8)] * 4 + [(512, 4, 4)] * 4
@@ -197,10 +197,15 @@ def test_only_counts_matter_not_positions():
 # ---------------------------------------------------------------- registry and outputs
 def test_list_protocols_marks_unsourced():
     lp = list_protocols().set_index('protocol')
-    for p in ['gazelle', 'cryptflow2', 'cheetah']:
-        assert not lp.loc[p, 'sourced']
-        assert 'Protocol(' in lp.loc[p, 'sources']
-    for p in ['delphi', 'porthos', 'securenn']: assert lp.loc[p, 'sourced']
+    assert not lp.loc['gazelle', 'sourced'] and 'Protocol(' in lp.loc['gazelle', 'sources']
+    assert not lp.loc['cryptflow2', 'sourced']          # anchored: every coefficient assumed
+    for p in ['delphi', 'porthos', 'securenn', 'cheetah']: assert lp.loc[p, 'sourced']
+    ll = list_protocols(long=True)
+    cf = ll[ll.protocol == 'cryptflow2'].set_index('coefficient')
+    assert set(cf.status) == {'assumed'} and 'anchored' in cf.loc['l_on', 'source'] and 'ANCHORED' in lp.loc['cryptflow2', 'description']
+    ch = ll[ll.protocol == 'cheetah'].set_index('coefficient')
+    assert ch.loc['d_on', 'status'] == 'sourced' and 'measured' in ch.loc['d_on', 'source']
+    assert (ch.drop('d_on').status == 'assumed').all()
     ll = list_protocols(long=True)
     assert set(ll.columns) >= {'protocol', 'coefficient', 'value', 'unit', 'status', 'sourced', 'source'}
     d = ll[ll.protocol == 'delphi'].set_index('coefficient')
@@ -236,9 +241,8 @@ def test_picost_outputs():
 def test_errors_name_the_fix():
     m = masks_with(100)
     fct.test_fail(lambda: pi_cost(m, 'bogus'), contains="known protocols are ['delphi'")
-    for p in ['gazelle', 'cryptflow2', 'cheetah']:
-        fct.test_fail(lambda: pi_cost(m, p), contains='register_protocol')
-        fct.test_fail(lambda: pi_cost(m, p), contains='Protocol(')
+    fct.test_fail(lambda: pi_cost(m, 'gazelle'), contains='register_protocol')
+    fct.test_fail(lambda: pi_cost(m, 'gazelle'), contains="Protocol('gazelle-measured'")
     fct.test_fail(lambda: pi_cost(m, network='satellite'), contains="use one of ['lan', 'wan']")
     fct.test_fail(lambda: pi_cost(m, network={'bw': 3}), contains="needs 'bandwidth_mbps'")
     fct.test_fail(lambda: pi_cost({'a': torch.tensor([0., 0.3, 1.])}), contains='0/1 tensors')
@@ -247,10 +251,41 @@ def test_errors_name_the_fix():
     fct.test_fail(lambda: pi_cost(nn.Linear(2, 2)), contains='relufy')
     fct.test_fail(lambda: count_macs(nn.Linear(2, 2)), contains='input_shape=')
     fct.test_fail(lambda: Protocol('x', dict(a_on=float('nan'))), contains='finite number')
-    fct.test_fail(lambda: cost_table(m, protocols=['cheetah']), contains='register_protocol')
+    fct.test_fail(lambda: cost_table(m, protocols=['gazelle']), contains='register_protocol')
 
 def test_masks_without_macs_report_linear_unknown():
     c = pi_cost(masks_with(1000), 'delphi')
     assert math.isnan(c.macs) and math.isnan(c.online_linear_ms) and math.isnan(c.offline_linear_ms)
     assert c.online_relu_ms == 1000 * 0.025
     assert 'online_ms' in c.lower_bound and any('macs=' in n for n in c.notes)
+
+
+# ---------------------------------------------------------------- anchored protocols (PI_COST.md §3.1)
+@pytest.fixture(scope='module')
+def r50():
+    torchvision = pytest.importorskip('torchvision')
+    return relufy(torchvision.models.resnet50().eval(), torch.zeros(1, 3, 224, 224))
+
+def test_anchor_network_is_counted_not_typed(r50):
+    from relu_explore.cost import RESNET50_ANCHOR
+    assert (relu_count(r50), count_macs(r50)['total'], len(get_sites(r50))) == \
+           (RESNET50_ANCHOR['relus'], RESNET50_ANCHOR['macs'], RESNET50_ANCHOR['relu_layers'])
+    assert (RESNET50_ANCHOR['bandwidth_mbps'], RESNET50_ANCHOR['rtt_ms']) == \
+           (NETWORKS['wan']['bandwidth_mbps'], NETWORKS['wan']['rtt_ms'])
+
+@pytest.mark.parametrize('protocol,seconds,gb', [('cheetah', 150, 2.3), ('cryptflow2', 150 * 5.6, 2.3 * 12.9)])
+def test_anchored_protocols_reproduce_the_quoted_resnet50_figures(r50, protocol, seconds, gb):
+    c = pi_cost(r50, protocol, network='wan', per_site=False)
+    assert abs(c.total_ms / 1000 - seconds) <= 0.1 * seconds, c
+    assert abs(c.total_mb / 1000 - gb) <= 0.1 * gb, c
+    assert not c.lower_bound and c.relus == 9_608_704
+
+def test_cheetah_relu_traffic_is_the_spu_measurement():
+    from relu_explore.cost import CHEETAH_RELU_MB
+    from relu_explore.secure import MEASURED_PI
+    assert get_protocol('cheetah').coefficients['d_on'] == CHEETAH_RELU_MB == MEASURED_PI['cheetah-measured']['coefficients']['d_on']
+
+def test_anchored_cost_falls_with_relus_but_not_below_the_linear_part():
+    full, tenth = (pi_cost(masks_with(n), 'cheetah', network='wan', macs=555.4e6, per_site=False) for n in (557_056, 55_706))
+    assert tenth.online_relu_ms < full.online_relu_ms and tenth.total_mb < full.total_mb
+    assert math.isclose(tenth.online_linear_ms, full.online_linear_ms, rel_tol=1e-12) and tenth.online_linear_ms > 0
