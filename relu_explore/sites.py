@@ -283,6 +283,11 @@ def set_masks(net:nn.Module, masks:dict, strict:bool=True) -> nn.Module:
         v = torch.as_tensor(v)
         if tuple(v.shape) != sites[k].shape:
             raise ValueError(f"Mask for site '{k}' has shape {tuple(v.shape)}, the site needs {sites[k].shape}.")
+        if v.dtype != torch.bool and not bool(((v == 0) | (v == 1)).all()):
+            bad = v[(v != 0) & (v != 1)].flatten()[0].item()
+            raise ValueError(f"Mask for site '{k}' has values other than 0 and 1 (e.g. {bad:g}): masks are binary (1 keeps the ReLU, "
+                             "0 makes it the identity). Threshold soft masks first, e.g. (mask > 0.5).float(); trainable soft gates "
+                             "belong to distill.training_view.")
     with torch.no_grad():
         for k, v in masks.items():
             m = sites[k].mask
