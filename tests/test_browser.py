@@ -1,7 +1,7 @@
 """The Explorer in a real browser: JupyterLab 4 + headless Chromium (Debian's /usr/bin/chromium) driven by Playwright.
 
 Opens tests/browser_explorer.ipynb, runs all cells, types a budget and moves the slider, and checks that the
-ReLU readout and the heatmap change and that no chart failed to load. Saves docs/explorer.png.
+ReLU readout and the heatmap change and that no chart failed to load. With RELU_EXPLORE_SCREENSHOT=nbs/images/explorer.png it refreshes the README's screenshot.
 Skipped when /usr/bin/chromium or playwright is missing (install: apt-get install -y chromium).
 """
 import os, re, shutil, signal, socket, subprocess, sys, time, urllib.request, warnings
@@ -137,8 +137,8 @@ def test_explorer_in_jupyterlab(lab, tmp_path):
             no = page.locator('.jp-toast-button', has_text='No')              # JupyterLab's news question
             if no.count() and no.first.is_visible(): no.first.click()
             page.wait_for_timeout(300)
-            (ROOT / 'docs').mkdir(exist_ok=True)
-            page.locator('.rx-explorer').first.screenshot(path=str(ROOT / 'docs' / 'explorer.png'))
+            shot = os.environ.get('RELU_EXPLORE_SCREENSHOT')   # e.g. nbs/images/explorer.png, to refresh the README's image
+            page.locator('.rx-explorer').first.screenshot(path=shot or str(tmp_path / 'explorer.png'))
         finally: browser.close()
     bad = [e for e in errors if not IRRELEVANT.search(e)]
     print(f"browser test: {time.time() - t0:.0f}s; console errors: {errors}")

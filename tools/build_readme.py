@@ -26,7 +26,9 @@ def main():
         nbformat.write(nb, p)
         subprocess.run([sys.executable, '-m', 'nbconvert', '--to', 'markdown', str(p), '--output-dir', d], check=True, capture_output=True)
         md = (Path(d)/'README.md').read_text()
-    md = re.sub(r'\n{3,}', '\n\n', md).replace('](../', '](')
+    md = re.sub(r'\n{3,}', '\n\n', md)
+    # links in index.ipynb are relative to nbs/ (so they work in the notebook and the Quarto site); README sits at the root
+    md = re.sub(r'\]\((?!https?:|#|/)([^)\s]+)\)', lambda m: f"](nbs/{m.group(1)})", md)
     (root/'README.md').write_text(md)
     print(f"wrote {root/'README.md'} ({len(md):,} chars)")
 
