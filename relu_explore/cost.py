@@ -269,10 +269,17 @@ def count_macs(model:nn.Module, # any model; a relufied net records its own inpu
         for m, t in modes.items(): m.training = t
     counts = {k: sum(v.values()) for k, v in fc.get_flop_counts().items() if k != 'Global'}
     total = fc.get_total_flops() // 2
+    # subtract from each module what its nearest counted descendants did: an fx-rewritten net calls leaves such as
+    # 'layer1.0.conv1' directly, so 'layer1' is never counted and the leaf's nearest counted ancestor is the top level
+    inner = dict.fromkeys(counts, 0)
+    for j, c in counts.items():
+        a = j
+        while '.' in a:
+            a = a.rsplit('.', 1)[0]
+            if a in counts: inner[a] += c; break
     per_module = {}
     for k, v in counts.items():
-        children = sum(c for j, c in counts.items() if j.startswith(k + '.') and '.' not in j[len(k) + 1:])
-        own = (v - children) // 2
+        own = (v - inner[k]) // 2
         if own: per_module[k.split('.', 1)[1] if '.' in k else '(top level)'] = own
     per_op = {str(op).split('.')[-1]: n // 2 for op, n in fc.get_flop_counts().get('Global', {}).items()}
     return dict(total=int(total), per_module=per_module, per_op=per_op)

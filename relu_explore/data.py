@@ -125,13 +125,38 @@ def _local_cifar(name):
     return Local
 
 # %% ../nbs/01_data.ipynb #ee6f6bbc
-def _cifar_data(name, root, download, batch_size, augment, num_workers, valid_split, seed):
+def _as_tensors(ds, mean, std):
+    "A torchvision CIFAR dataset's images as one normalised float tensor (N, 3, 32, 32) and its labels."
+    x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).float().div_(255)
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
+
+def _in_memory_data(name, cls, root, download, batch_size, augment, valid_split, seed):
+    "CIFAR as TensorDataset loaders: what `distill` keeps on the GPU, augmenting there when the train loader asks."
+    from sklearn.model_selection import train_test_split
+    mean, std = _CIFAR_STATS[name]
+    full = cls(root, train=True, transform=None, download=download)
+    x, y = _as_tensors(full, mean, std)
+    if valid_split == 'test': xv, yv = _as_tensors(cls(root, train=False, transform=None), mean, std)
+    elif isinstance(valid_split, float) and 0 < valid_split < 1:
+        tr, va = train_test_split(np.arange(len(y)), test_size=valid_split, stratify=full.targets, random_state=seed)
+        tr, va = torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(va))
+        x, y, xv, yv = x[tr], y[tr], x[va], y[va]
+    else: raise ValueError(f"valid_split={valid_split!r} is not known: use 'test' or a fraction of the training set such as 0.1.")
+    tl, vl = _loaders(TensorDataset(x, y), TensorDataset(xv, yv), batch_size, seed)
+    tl.device_augment = bool(augment)   # distill(augment=None) reads this: random crop + flip on the training device
+    return Data(tl, vl, len(full.classes), (3, 32, 32), name, list(full.classes), mean, std)
+
+def _cifar_data(name, root, download, batch_size, augment, num_workers, valid_split, seed, in_memory=False):
     from torchvision import transforms as T
     from sklearn.model_selection import train_test_split
     mean, std = _CIFAR_STATS[name]
+    cls = _local_cifar(name)
+    if in_memory:
+        if num_workers: raise ValueError("in_memory=True reads no files while training, so it takes no worker processes: drop num_workers.")
+        return _in_memory_data(name, cls, root, download, batch_size, augment, valid_split, seed)
     norm = [T.ToTensor(), T.Normalize(mean, std)]
     aug = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if augment else []
-    cls = _local_cifar(name)
     train = cls(root, train=True, transform=T.Compose(aug + norm), download=download)
     if valid_split == 'test': valid = cls(root, train=False, transform=T.Compose(norm))
     elif isinstance(valid_split, float) and 0 < valid_split < 1:
@@ -150,10 +175,11 @@ def cifar10_data(root:str|Path='data', # folder holding (or to receive) 'cifar-1
                  augment:bool=True, # random crop 32 (pad 4) + horizontal flip on the training set
                  num_workers:int=0, # DataLoader worker processes
                  valid_split:str|float='test', # 'test' (official test set) or a fraction of train to hold out
-                 seed:int=0 # seed of the hold-out split and of the training shuffle
+                 seed:int=0, # seed of the hold-out split and of the training shuffle
+                 in_memory:bool=False # decode once into tensors: `distill` keeps them on the GPU and augments there (the fast path)
                 ) -> Data:
     "CIFAR-10 as `Data`; loads a local copy without torchvision's MD5 check."
-    return _cifar_data('cifar10', root, download, batch_size, augment, num_workers, valid_split, seed)
+    return _cifar_data('cifar10', root, download, batch_size, augment, num_workers, valid_split, seed, in_memory)
 
 # %% ../nbs/01_data.ipynb #ee8593f0
 def cifar100_data(root:str|Path='data', # folder holding (or to receive) 'cifar-100-python/'
@@ -162,10 +188,11 @@ def cifar100_data(root:str|Path='data', # folder holding (or to receive) 'cifar-
                   augment:bool=True, # random crop 32 (pad 4) + horizontal flip on the training set
                   num_workers:int=0, # DataLoader worker processes
                   valid_split:str|float='test', # 'test' (official test set) or a fraction of train to hold out
-                  seed:int=0 # seed of the hold-out split and of the training shuffle
+                  seed:int=0, # seed of the hold-out split and of the training shuffle
+                  in_memory:bool=False # decode once into tensors: `distill` keeps them on the GPU and augments there (the fast path)
                  ) -> Data:
     "CIFAR-100 (fine labels) as `Data`; loads a local copy without torchvision's MD5 check."
-    return _cifar_data('cifar100', root, download, batch_size, augment, num_workers, valid_split, seed)
+    return _cifar_data('cifar100', root, download, batch_size, augment, num_workers, valid_split, seed, in_memory)
 
 # %% ../nbs/01_data.ipynb #5b68410d
 def _annotated_val(folder, class_to_idx, transform):

@@ -195,6 +195,10 @@ class GPUBatches:
     def set_epoch(self, epoch:int): self.epoch = epoch
     @property
     def n_items(self): return len(self.x)
+    @property
+    def dataset(self) -> TensorDataset:
+        "The items as a `TensorDataset`, so code written for a DataLoader's `.dataset` (e.g. `Data.batch`) works."
+        return TensorDataset(self.x, self.y)
 
     def _indices(self):
         n = len(self.x)
@@ -558,6 +562,7 @@ def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, s
     if opt not in _OPTS: raise ValueError(f"opt={opt!r} is not known: use one of {_OPTS}.")
     if sched not in _SCHEDS: raise ValueError(f"sched={sched!r} is not known: use one of {_SCHEDS}.")
     if gpu_data not in ('auto', True, False): raise ValueError(f"gpu_data={gpu_data!r}: use 'auto', True or False.")
+    if augment is None: augment = bool(getattr(train_dl, 'device_augment', False))   # cifar10_data(in_memory=True) asks for it
     relufied = any(isinstance(m, MaskedReLU) for m in student.modules())
     if lo.needs_feats and not feat_modules and not relufied:
         raise ValueError(f"loss={loss!r} compares feature maps at the stage outputs and needs a relufied student: pass `relufy(model, example)`.")
@@ -718,7 +723,7 @@ def distill(student:nn.Module, # the net to train (usually relufied, initialised
             amp:bool=None, # bf16 autocast; default: on CUDA only
             seed:int=0, # seeds the global RNG and the data order per epoch
             train_masks:bool=False, # learn the masks too (they are parameters during the run)
-            augment:bool=False, # random crop (pad 4) + horizontal flip on the device, for 4-D inputs
+            augment:bool=None, # random crop (pad 4) + flip on the device, 4-D inputs; None: as the train loader's `device_augment` says (else off)
             gpu_data='auto', # keep a TensorDataset on the device as `GPUBatches` ('auto': on CUDA when it fits)
             feat_modules=None, # call sites whose outputs feature losses compare; default `stage_output_sites(student)`
             penalty=None, # `penalty(student) -> Tensor` added to each batch's loss (e.g. an L1 on masks)

@@ -10,7 +10,7 @@ import numpy as np, pandas as pd, torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['chart_rows', 'plot_layers', 'plot_sensitivity', 'plot_site_heatmap', 'plot_frontier', 'save_chart',
+__all__ = ['chart_rows', 'plot_layers', 'plot_sensitivity', 'plot_site_heatmap', 'plot_frontier', 'save_chart', 'chart_image',
            'enable_offline_rendering']
 
 # %% ../nbs/09_viz.ipynb #bee6aa27
@@ -311,6 +311,27 @@ def save_chart(chart, # an Altair chart
     p.parent.mkdir(parents=True, exist_ok=True)
     chart.save(str(p), format=p.suffix.lower()[1:], **{**_SAVE_KW[p.suffix.lower()], **kwargs})
     return p
+
+# %% ../nbs/09_viz.ipynb #05ca4254
+def chart_image(chart, # an Altair chart
+                colors:int|None=64, # palette size of the stored PNG (None: full colour)
+                scale:float=2 # render scale; shown at 1/scale of the pixel width, so it stays sharp on dense screens
+               ):
+    "A chart as an `IPython.display.Image` (PNG bytes), small enough to store in a notebook."
+    from IPython.display import Image
+    from PIL import Image as PILImage
+    import io, tempfile
+    if colors is not None and not (isinstance(colors, int) and 2 <= colors <= 256):
+        raise ValueError(f"colors must be an int from 2 to 256 (a PNG palette), or None for full colour; got {colors!r}.")
+    with tempfile.TemporaryDirectory() as d:
+        p = save_chart(chart, Path(d)/'chart.png', scale_factor=scale)
+        im = PILImage.open(p); im.load()
+    if colors is not None:
+        im = im.convert('RGBA')
+        flat = PILImage.new('RGB', im.size, 'white'); flat.paste(im, mask=im.getchannel('A'))
+        im = flat.quantize(colors=colors)
+    buf = io.BytesIO(); im.save(buf, format='PNG', optimize=True)
+    return Image(data=buf.getvalue(), format='png', width=int(round(im.width / scale)))
 
 # %% ../nbs/09_viz.ipynb #0e6bd930
 def enable_offline_rendering() -> str:

@@ -2,6 +2,7 @@
 import pickle
 from pathlib import Path
 import numpy as np, pytest, torch
+from torch.utils.data import TensorDataset
 import fastcore.test as fct
 from relu_explore.data import (Data, digits_data, cifar10_data, cifar100_data, imagefolder_data, get_data, list_datasets,
                                _fake_imagefolder)
@@ -185,3 +186,19 @@ def test_get_data():
 def test_get_data_routes_to_cifar(tmp_path):
     fct.test_fail(lambda: get_data('cifar100', root=tmp_path), contains='cifar-100-python')
     assert isinstance(get_data('CIFAR-10', root=_write_fake_cifar10(tmp_path / 'c').parent), Data)
+
+
+def test_cifar_in_memory_matches_the_per_image_path(tmp_path):
+    _write_fake_cifar10(tmp_path)
+    ref = cifar10_data(tmp_path, augment=False, batch_size=8)
+    mem = cifar10_data(tmp_path, batch_size=8, in_memory=True)
+    assert type(mem.train_ds) is TensorDataset and type(mem.valid_ds) is TensorDataset
+    assert mem.train.device_augment is True and not getattr(ref.train, 'device_augment', False)
+    assert cifar10_data(tmp_path, augment=False, in_memory=True).train.device_augment is False
+    torch.testing.assert_close(mem.batch(100, 'train')[0], ref.batch(100, 'train')[0])     # same images, same normalisation
+    assert torch.equal(mem.batch(20)[1], ref.batch(20)[1])
+    assert (mem.num_classes, mem.input_shape, mem.classes) == (ref.num_classes, ref.input_shape, ref.classes)
+    h = cifar10_data(tmp_path, valid_split=0.2, in_memory=True)
+    assert (len(h.train_ds), len(h.valid_ds)) == (80, 20)
+    fct.test_fail(lambda: cifar10_data(tmp_path, in_memory=True, num_workers=2), contains='drop num_workers')
+    fct.test_fail(lambda: cifar10_data(tmp_path, in_memory=True, valid_split='val'), contains="use 'test' or a fraction")

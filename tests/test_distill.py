@@ -95,6 +95,26 @@ def test_gpu_batches_path_matches_dataloader_on_cpu(digits):
     torch.testing.assert_close(res[0][1], res[1][1])
     assert _same_weights(res[0][0], res[1][0])
 
+def test_augment_follows_the_loaders_device_augment_mark(digits):
+    "cifar10_data(in_memory=True) marks its train loader; distill(augment=None) then augments as augment=True does."
+    x, y = digits.train.dataset.tensors
+    def run(augment, mark):
+        dl = DataLoader(TensorDataset(x[:128], y[:128]), batch_size=32)
+        if mark: dl.device_augment = True
+        torch.manual_seed(0); m = tiny_net()
+        train(m, dl, None, epochs=1, progress=False, augment=augment)
+        return m.state_dict()
+    marked = run(None, True)
+    assert _same_weights(marked, run(True, False))
+    assert not _same_weights(marked, run(None, False))          # unmarked: no augmentation by default
+
+def test_data_over_gpu_batches_reads_like_a_loader(digits):
+    from relu_explore.data import Data
+    x, y = digits.train.dataset.tensors
+    d = Data(GPUBatches(x, y, batch_size=16, device='cpu'), digits.valid, 10, (1, 8, 8), 'digits-resident')
+    assert f"train={len(x)}" in repr(d) and len(d.train_ds) == len(x)
+    assert torch.equal(d.batch(5, 'train')[0], x[:5]) and d.example(2).shape == (2, 1, 8, 8)
+
 # 2. SIGKILL mid-epoch, resume, same final weights
 KILL_SCRIPT = '''
 import sys, time, torch
