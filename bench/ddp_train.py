@@ -4,7 +4,8 @@
 ordinary script, the same one runs on one process:
 
     torchrun --standalone --nproc_per_node=2 bench/ddp_train.py                       # digits, CPU or GPUs
-    torchrun --standalone --nproc_per_node=8 bench/ddp_train.py --data cifar10 --model cifar_resnet18 --epochs 200
+    torchrun --standalone --nproc_per_node=8 bench/ddp_train.py --data cifar10 --root data --model cifar_resnet18 \
+             --teacher-epochs 200 --epochs 100 --batch 64                            # CIFAR-10 resident on each GPU
     python bench/ddp_train.py                                                           # one process
 
 `--batch` is per process: N processes at batch B train like one process at N*B. Only process 0 prints and writes
@@ -24,9 +25,12 @@ def main():
     p.add_argument('--batch', type=int, default=64, help='per process')
     p.add_argument('--keep', type=float, default=0.25, help='fraction of ReLUs kept (random elements)')
     p.add_argument('--loss', default='kd'); p.add_argument('--ckpt', default=None)
+    p.add_argument('--root', default='data', help='CIFAR folder (holds cifar-10-batches-py/)')
     a = p.parse_args()
     rank = int(os.environ.get('RANK', 0))
-    data = get_data(a.data, batch_size=a.batch)
+    # CIFAR in memory: distill keeps it on each GPU and augments there (random crop + flip), the fast path
+    extra = dict(root=a.root, in_memory=True) if a.data.lower().replace('-', '') in ('cifar10', 'cifar100') else {}
+    data = get_data(a.data, batch_size=a.batch, **extra)
     torch.manual_seed(0)
     teacher = get_model(a.model, num_classes=data.num_classes)
     ht = train(teacher, data.train, data.valid, epochs=a.teacher_epochs, progress=rank == 0,

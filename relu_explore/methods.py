@@ -99,6 +99,14 @@ def _per_image(net):
     "`{site: MaskedReLU}` of the sites that count (the per-image ones)."
     return {k: m for k, m in get_sites(net).items() if m.per_image}
 
+def _single_process(name):
+    "Refuse a recipe whose schedule lives in a per-epoch callback (process 0 only) under a multi-process group."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise RuntimeError(f"the {name} recipe steers its mask phase from a per-epoch callback that only process 0 runs, so under "
+                           f"torchrun the processes would diverge. Run it in one process per GPU instead (e.g. one budget per GPU "
+                           "with CUDA_VISIBLE_DEVICES, all writing to the same results store).")
+
 def _start(model, data, budget, keep_frac, replacement='identity'):
     "(relufied copy, int budget, total ReLUs), or an error that names the fix."
     if not isinstance(model, nn.Module): raise TypeError(f"model must be the trained dense nn.Module, got {type(model).__name__}.")
@@ -240,6 +248,7 @@ def senet_recipe(model:nn.Module, # the trained dense model (also the teacher)
                  lr:float=0.01, # stage-3 SGD learning rate, cosine schedule
                  device='auto', progress:bool=False) -> MethodResult:
     "SENet: pruning sensitivity → per-layer counts → per-pixel location search → logit + attention KD."
+    _single_process('senet')
     if init not in ('random', 'scores'): raise ValueError(f"init={init!r} is not known: use 'random' or 'scores'.")
     net, b, total = _start(model, data, budget, keep_frac)
     sites = _per_image(net)
@@ -300,6 +309,7 @@ def snl_recipe(model:nn.Module, # the trained dense model (also the teacher)
                lr:float=1e-3, # fine-tuning SGD learning rate, cosine schedule
                device='auto', progress:bool=False) -> MethodResult:
     "SNL: L1-penalised trainable gates with a growing λ until the budget is met → top-B binarisation → KD."
+    _single_process('snl')
     net, b, total = _start(model, data, budget, keep_frac)
     other = {k: m.mask.clone() for k, m in get_sites(net).items() if not m.per_image}
     pen, state, log = _L1Penalty(lam), dict(lowest=None, reached=False), []
@@ -492,21 +502,39 @@ def method_run_point(model:nn.Module, # the trained dense model (also the teache
                      data, # a relu_explore `Data`
                      method:str|None=None, # recipe for every point (None: each point names its 'method')
                      preset:str|None=None, # a key of `PRESETS`
-                     artifacts=None, # folder for each point's masks (None: nothing is written)
+                     artifacts=None, # folder for each point's masks and notes (None: nothing is written)
+                     method_opts:dict|None=None, # {recipe: its own options}, e.g. {'snl': dict(mask_epochs=300)}
                      **opts) -> Callable: # recipe options for every point
     "A `run_point(point) -> (values, artifacts)` for `frontier.sweep_points` that runs a whole recipe per point."
     if method is not None and method not in _RECIPES:
         raise ValueError(f"unknown recipe {method!r}: use one of {list_recipes()}.")
+    method_opts = dict(method_opts or {})
+    bad = [k for k in method_opts if k not in _RECIPES or not isinstance(method_opts[k], dict)]
+    if bad: raise ValueError(f"method_opts must map recipe names {list_recipes()} to option dicts; check {bad}.")
     def run_point(point:dict):
         name = method or point.get('method')
         if name is None: raise ValueError(f"point {point.get('point_key')!r} names no 'method' and method_run_point was given none.")
         kw = {k: point[k] for k in ('budget', 'keep_frac', 'seed', 'epochs') if k in point}
-        res = run_recipe(name, model, data, preset=preset, **{**opts, **kw})
+        res = run_recipe(name, model, data, preset=preset, **{**opts, **method_opts.get(name, {}), **kw})
+        row = dict(res.to_row(), method=name)
+        # the recipe's scalar notes (stages culled, whether SNL met the budget, ...) go into the row; all of them into notes.json
+        row.update({f"note_{k}": v for k, v in res.notes.items() if isinstance(v, (bool, int, float, str)) and k not in row})
         arts = {}
         if artifacts is not None:
+            import json
             from pathlib import Path
             from relu_explore.sites import save_masks
-            p = Path(artifacts) / str(point.get('point_key', name)).replace('|', '_').replace('/', '_') / 'masks.safetensors'
-            arts['masks'] = str(save_masks(res.net, p))
-        return dict(res.to_row(), method=name), arts
+            d = Path(artifacts) / str(point.get('point_key', name)).replace('|', '_').replace('/', '_')
+            arts['masks'] = str(save_masks(res.net, d / 'masks.safetensors'))
+            arts['notes'] = str(d / 'notes.json')
+            (d / 'notes.json').write_text(json.dumps(res.notes, indent=1, default=_jsonable))
+        return row, arts
     return run_point
+
+def _jsonable(o):
+    "JSON for what recipe notes hold: DataFrames as records, tensors and arrays as lists, the rest as text."
+    if isinstance(o, pd.DataFrame): return o.to_dict(orient='records')
+    if isinstance(o, torch.Tensor): return o.detach().cpu().tolist()
+    if hasattr(o, 'tolist'): return o.tolist()
+    if hasattr(o, 'to_df'): return o.to_df().to_dict(orient='records')
+    return str(o)

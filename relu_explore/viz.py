@@ -268,11 +268,12 @@ def plot_frontier(results:pd.DataFrame, # our points: method, `x`, `y` (optional
     _check_rows(len(r) + (0 if p is None else len(p)), 'plot_frontier', "plot one sweep or one dataset at a time")
     ally = pd.concat([r[y]] + ([] if p is None else [p[y]])).astype(float).dropna()
     allx = pd.concat([r[x]] + ([] if p is None else [p[x]])).astype(float).dropna()
-    if log_x and (allx <= 0).any():
-        raise ValueError(f"{x} has values <= 0, which a log axis cannot show: pass log_x=False or drop those rows.")
+    if log_x and (allx < 0).any():
+        raise ValueError(f"{x} has negative values, which a log axis cannot show: pass log_x=False or drop those rows.")
+    # a point with no ReLUs at all (e.g. DeepReDuce's linear network) is real: a symmetric log axis shows 0 next to the rest
+    xs = (alt.Scale(type='symlog', constant=1) if (allx == 0).any() else alt.Scale(type='log')) if log_x else alt.Scale(zero=False)
     pct = len(ally) > 0 and ally.between(0, 1).all()
-    xe = alt.X(f'{x}:Q', title='ReLUs per image' if x == 'relus' else x,
-               scale=alt.Scale(type='log') if log_x else alt.Scale(zero=False), axis=alt.Axis(format='~s'))
+    xe = alt.X(f'{x}:Q', title='ReLUs per image' if x == 'relus' else x, scale=xs, axis=alt.Axis(format='~s'))
     ye = alt.Y(f'{y}:Q', title='accuracy' if y == 'acc' else y, scale=alt.Scale(zero=False),
                axis=alt.Axis(format='.0%' if ally.max() - ally.min() > 0.1 else '.1%') if pct else alt.Axis())  # narrow ranges need a decimal
     yfmt = '.2%' if pct else '.4g'

@@ -156,3 +156,31 @@ def test_register_custom_recipe(teacher, digits):
     finally:
         from relu_explore import methods
         methods._RECIPES.pop('_test_all_first', None)
+
+
+DDP_GUARD = '''
+import os, sys, torch, torch.distributed as dist
+from relu_explore.models import digits_resnet
+from relu_explore.data import digits_data
+from relu_explore.methods import run_recipe
+torch.set_num_threads(1)
+rank = int(sys.argv[1])
+dist.init_process_group('gloo', init_method='tcp://127.0.0.1:' + sys.argv[2], rank=rank, world_size=2)
+try:
+    for name in ('snl', 'senet'):
+        try: run_recipe(name, digits_resnet(), digits_data(), keep_frac=0.1, epochs=0)
+        except RuntimeError as e: assert 'one process per GPU' in str(e), e; print('refused', name)
+finally: dist.destroy_process_group()
+'''
+
+def test_callback_driven_recipes_refuse_multi_process(tmp_path):
+    "SNL's λ schedule and SENet's reselection run in process 0's callbacks: under torchrun they would diverge, so they refuse."
+    import socket, subprocess, sys
+    s = socket.socket(); s.bind(('127.0.0.1', 0)); port = str(s.getsockname()[1]); s.close()
+    script = tmp_path / 'guard.py'; script.write_text(DDP_GUARD)
+    ps = [subprocess.Popen([sys.executable, str(script), str(r), port], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for r in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in ps]
+    for p, (out, err) in zip(ps, outs):
+        assert p.returncode == 0, err[-2000:]
+        assert out.split() == ['refused', 'snl', 'refused', 'senet'], out
