@@ -8,6 +8,7 @@ import inspect, math, warnings
 from typing import Callable
 import numpy as np, pandas as pd
 import torch
+from .sites import stage_of
 
 # %% auto #0
 __all__ = ['Allocation', 'masks_summary', 'register_strategy', 'list_strategies', 'allocate', 'deepreduce_candidates']
@@ -307,13 +308,7 @@ def _layer(scores:dict, budget:int, exact:bool=True) -> tuple:
 # %% ../nbs/04_budget.ipynb #740f7f23
 def _stage_map(scores:dict, stages) -> dict:
     "{site: stage} from a dict, a DataFrame with site/stage columns, or the spatial-size rule."
-    if stages is None:
-        out, res, n = {}, None, 0
-        for k, v in scores.items():
-            if v.dim() < 2: out[k] = 'head'; continue
-            if tuple(v.shape[1:]) != res: n, res = n + 1, tuple(v.shape[1:])
-            out[k] = f"S{n}"
-        return out
+    if stages is None: return stage_of({k: tuple(v.shape) for k, v in scores.items()})   # the rule of site_table
     if isinstance(stages, pd.DataFrame):
         if not {'site', 'stage'} <= set(stages.columns):
             raise ValueError("stages= as a DataFrame needs 'site' and 'stage' columns, e.g. site_table(net).")

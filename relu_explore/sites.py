@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 
 # %% auto #0
 __all__ = ['MaskedReLU', 'find_relu_nodes', 'relufy', 'get_sites', 'input_shape', 'get_masks', 'set_masks', 'relu_count',
-           'relu_total', 'site_table', 'save_masks', 'load_masks', 'PartialReLU', 'PolyAct', 'thin']
+           'relu_total', 'stage_of', 'site_table', 'save_masks', 'load_masks', 'PartialReLU', 'PolyAct', 'thin']
 
 # %% ../nbs/00_sites.ipynb #cb45b150
 class MaskedReLU(nn.Module):
@@ -296,9 +296,9 @@ def set_masks(net:nn.Module, masks:dict, strict:bool=True) -> nn.Module:
 
 # %% ../nbs/00_sites.ipynb #d7b07a22
 def _stem_site(sites):
-    "The first per-image site when it sits at the top level of the model (a stem ReLU), else None."
+    "The first per-image site when it is a stem ReLU: at the top level of the model (`relu`) or inside a `stem` module (`stem.2`)."
     for k, m in sites.items():
-        if m.per_image: return k if '.' not in k else None
+        if m.per_image: return k if '.' not in k or 'stem' in k.split('.')[0].lower() else None
     return None
 
 def relu_count(net:nn.Module, include_stem:bool=True) -> int:
@@ -314,20 +314,29 @@ def relu_total(net:nn.Module, include_stem:bool=True) -> int:
     return sum(m.total for k, m in sites.items() if m.per_image and k != stem)
 
 # %% ../nbs/00_sites.ipynb #d2cdde61
+def stage_of(shapes:dict # {site: activation shape (C, H, W) or (F,)}, in call order
+            ) -> dict:
+    "{site: 'S1', 'S2', ... or 'head'}: a new stage at each change of spatial size; 1×1 gates (SE) join their stage."
+    shapes = {k: tuple(v) for k, v in shapes.items()}
+    keys, out, res, n = list(shapes), {}, None, 0
+    for i, k in enumerate(keys):
+        shp = shapes[k]
+        if len(shp) < 2: out[k] = 'head'; continue
+        r = shp[1:]
+        if r != res:
+            nxt = next((shapes[j][1:] for j in keys[i + 1:] if len(shapes[j]) >= 2), None)
+            gate = res is not None and all(d == 1 for d in r) and nxt is not None and nxt != r
+            if not gate: n, res = n + 1, r
+        out[k] = f"S{max(n, 1)}"
+    return out
+
 def site_table(net:nn.Module) -> pd.DataFrame:
     "One row per ReLU site: site, module, kind, shape, total, kept, stage, per_image, is_stem."
     sites = get_sites(net); stem = _stem_site(sites)
-    rows, res, stage = [], None, 0
-    for k, m in sites.items():
-        if not m.per_image: st = 'input-independent'
-        elif len(m.shape) < 2: st = 'head'
-        else:
-            r = tuple(m.shape[1:])
-            if r != res: stage, res = stage + 1, r
-            st = f"S{stage}"
-        rows.append(dict(site=k, module=m.module_path, kind=m.kind, shape=str(m.shape), total=m.total, kept=m.kept,
-                         stage=st, per_image=m.per_image, is_stem=(k == stem)))
-    return pd.DataFrame(rows)
+    stages = stage_of({k: m.shape for k, m in sites.items() if m.per_image})
+    return pd.DataFrame([dict(site=k, module=m.module_path, kind=m.kind, shape=str(m.shape), total=m.total, kept=m.kept,
+                              stage=stages.get(k, 'input-independent'), per_image=m.per_image, is_stem=(k == stem))
+                         for k, m in sites.items()])
 
 # %% ../nbs/00_sites.ipynb #2a071d91
 def save_masks(masks_or_net, # a masks dict or a relufied net

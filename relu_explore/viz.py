@@ -311,6 +311,10 @@ def save_chart(chart, # an Altair chart
         raise TypeError(f"save_chart needs an Altair chart, got {type(chart).__name__}: pass what a plot_* function returns.")
     p.parent.mkdir(parents=True, exist_ok=True)
     chart.save(str(p), format=p.suffix.lower()[1:], **{**_SAVE_KW[p.suffix.lower()], **kwargs})
+    if p.suffix.lower() == '.png':   # the PNG that Vega writes is barely compressed: the same pixels, several times smaller
+        from PIL import Image as PILImage
+        with PILImage.open(p) as im: im.load()
+        im.save(p, optimize=True)
     return p
 
 # %% ../nbs/09_viz.ipynb #05ca4254
