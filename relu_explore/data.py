@@ -5,7 +5,7 @@
 # %% ../nbs/01_data.ipynb #dcdb3cb6
 from __future__ import annotations
 import copy, difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from fastcore.basics import patch
@@ -96,6 +96,24 @@ def digits_data(batch_size:int=64, # training and validation batch size
     x = (x - mean) / std
     train, valid = _loaders(TensorDataset(x[tr], y[tr]), TensorDataset(x[va], y[va]), batch_size, seed)
     return Data(train, valid, 10, tuple(x.shape[1:]), 'digits', [str(i) for i in range(10)], (mean.item(),), (std.item(),))
+
+# %% ../nbs/01_data.ipynb #b7a7b99d
+@patch
+def subset(self:Data,
+           n_train:int|None=None, # keep the first n training items (None: all)
+           n_valid:int|None=None, # keep the first n validation items (None: all)
+           seed:int=0 # seed of the training shuffle
+          ) -> Data:
+    "The same data with fewer items: the first `n_train` training and `n_valid` validation items."
+    def cut(ds, n, what):
+        if n is None: return ds
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{what}={n!r}: give a positive number of items, or None to keep them all.")
+        if isinstance(ds, TensorDataset): return TensorDataset(*(t[:n] for t in ds.tensors))   # stays eligible for the GPU fast path
+        return Subset(ds, range(min(n, len(ds))))
+    tl, vl = _loaders(cut(self.train_ds, n_train, 'n_train'), cut(self.valid_ds, n_valid, 'n_valid'), self.train.batch_size, seed)
+    if getattr(self.train, 'device_augment', False): tl.device_augment = True
+    return replace(self, train=tl, valid=vl)
 
 # %% ../nbs/01_data.ipynb #20e03558
 _CIFAR_NAMES = {'cifar10': 'CIFAR-10', 'cifar100': 'CIFAR-100'}

@@ -1,16 +1,12 @@
 """Tutorial 2's promise, checked on a model that no notebook uses: any torchvision CNN gets a sensitivity heatmap and a
 two-point frontier with the package as it is, by the calls the tutorial shows (relufy, score, plot_site_heatmap,
 sweep, plot_frontier)."""
-import dataclasses
 import pytest, torch, torch.nn as nn
-from torch.utils.data import DataLoader, Subset
 import relu_explore as rx
 
 def test_unseen_torchvision_model_gets_heatmap_and_two_point_frontier(tmp_path):
     torchvision = pytest.importorskip('torchvision')
-    data = rx.digits_data(batch_size=64, upsample=32)
-    data = dataclasses.replace(data, train=DataLoader(Subset(data.train_ds, range(512)), batch_size=64, shuffle=True,
-                                                      generator=torch.Generator().manual_seed(0)))
+    data = rx.digits_data(batch_size=64, upsample=32).subset(n_train=512)
     torch.manual_seed(0)
     model = torchvision.models.shufflenet_v2_x0_5(num_classes=10)
     model.conv1[0] = nn.Conv2d(1, 24, 3, stride=1, padding=1, bias=False)      # the user's adaptation: 1 channel, small images
