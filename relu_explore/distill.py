@@ -17,7 +17,7 @@ from .sites import MaskedReLU, get_sites, get_masks, set_masks, relufy, site_tab
 # %% auto #0
 __all__ = ['register_loss', 'list_losses', 'ce_loss', 'kd_loss', 'snl_loss', 'attention_map', 'at_loss', 'senet_loss',
            'pick_device', 'History', 'random_crop_flip', 'GPUBatches', 'stage_output_sites', 'training_view',
-           'set_masks_trainable', 'load_checkpoint', 'evaluate', 'distill', 'train']
+           'set_masks_trainable', 'load_checkpoint', 'evaluate', 'distill', 'train', 'recalibrate_bn']
 
 # %% ../nbs/05_distill.ipynb #6bb9259e
 _Loss = namedtuple('_Loss', 'fn needs_teacher needs_feats')
@@ -744,3 +744,23 @@ def train(model:nn.Module, # the net to train, in place
          ) -> History:
     "Train `model` without a teacher: `distill`'s loop with cross-entropy."
     return distill(model, None, train, valid, epochs, loss=loss, **kwargs)
+
+# %% ../nbs/05_distill.ipynb #c039a606
+def recalibrate_bn(model:nn.Module, dl, # a DataLoader (or `GPUBatches`) of (x, y) training batches
+                   batches:int|None=None, # use only the first `batches` batches (None: the whole loader)
+                   device='auto' # where to run; the model is moved there
+                  ) -> nn.Module:
+    "Recompute `model`'s BatchNorm running statistics on `dl` (weights untouched); returns `model`."
+    from itertools import islice
+    from torch.optim.swa_utils import update_bn
+    if batches is not None and (isinstance(batches, bool) or not isinstance(batches, int) or batches < 1):
+        raise ValueError(f"batches={batches!r}: give a positive number of batches, or None for the whole loader.")
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ValueError("The model has no BatchNorm layer, so there are no statistics to recalibrate.")
+    dev = pick_device(device)
+    model.to(dev)
+    was = model.training
+    xs = (x for x, _ in (dl if batches is None else islice(dl, batches)))
+    with torch.no_grad(): update_bn(xs, model, device=dev)
+    model.train(was)
+    return model

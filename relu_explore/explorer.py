@@ -13,7 +13,7 @@ from .sites import relufy, get_sites, set_masks, relu_count, relu_total, site_ta
 from .sensitivity import score, list_methods
 from .budget import allocate, list_strategies
 from .cost import cost_table, count_macs
-from .distill import distill, evaluate
+from .distill import distill, evaluate, recalibrate_bn
 from .frontier import published_frontiers
 from .viz import plot_layers, plot_site_heatmap, plot_frontier, enable_offline_rendering
 
@@ -95,6 +95,7 @@ class Explorer:
                  published='auto', # 'auto', a DataFrame of published points, or None
                  offline:bool|None=None, # bundle Vega for offline charts (default: when running in a Jupyter kernel)
                  update_threads:int|None=1, # torch threads during a slider update (None: torch's setting)
+                 bn_images:int=0, # >0: the accuracy readout first recomputes BatchNorm statistics on that many training images
                 ):
         if not all(hasattr(data, a) for a in ('train', 'valid', 'batch')):
             raise TypeError(f"data must be a relu_explore `Data` (train/valid loaders and .batch()), got {type(data).__name__}: "
@@ -126,6 +127,13 @@ class Explorer:
         self._score_batch = data.batch(score_n, 'train')
         self._eval_batch = data.batch(eval_n, 'valid')
         self._eval_net, self._eval_lock, self._acc_cache, self._timer = copy.deepcopy(self.net), threading.Lock(), {}, None
+        if isinstance(bn_images, bool) or not isinstance(bn_images, int) or bn_images < 0:
+            raise ValueError(f"bn_images={bn_images!r}: give a number of training images >= 0 (0: keep the model's statistics).")
+        self._bn_batch = data.batch(bn_images, 'train') if bn_images else None
+        self._bn0 = {k: v.detach().clone() for k, v in self._eval_net.state_dict().items()
+                     if k.rsplit('.', 1)[-1] in ('running_mean', 'running_var', 'num_batches_tracked')}
+        if bn_images and not self._bn0:
+            raise ValueError("bn_images asks to recompute BatchNorm statistics, but the model has no BatchNorm layer: leave bn_images=0.")
         self._score_net = copy.deepcopy(self.net)     # every method scores the net with all ReLUs kept, whatever the slider says
         set_masks(self._score_net, {k: torch.ones(m.shape) for k, m in get_sites(self._score_net).items()})
         self._scores, self._method, self._strategy = {}, methods[0], strategy
@@ -332,6 +340,8 @@ def accuracy(self:Explorer, full:bool=False) -> float:
     if full: masks = {k: torch.ones(m.shape) for k, m in get_sites(self._eval_net).items()}
     with self._eval_lock:
         set_masks(self._eval_net, masks)
+        if self._bn0: self._eval_net.load_state_dict(self._bn0, strict=False)      # the model's own statistics
+        if self._bn_batch is not None and not full: recalibrate_bn(self._eval_net, [self._bn_batch])
         acc = evaluate(self._eval_net, [self._eval_batch])['acc']
     self._acc_cache[key] = acc
     return acc
@@ -344,8 +354,9 @@ def _show_acc(self:Explorer):
         acc, full = self.accuracy(), self.accuracy(full=True)
         if key != (self.method, self.strategy, self.budget): return   # moved on meanwhile; the next timer refreshes
         n = self._eval_batch[1].shape[0]
+        bn = '' if self._bn_batch is None else f"; BatchNorm statistics from {self._bn_batch[1].shape[0]} training images"
         self.controls['acc'].value = (f"<span class='rx-acc'>accuracy without retraining: <b>{acc:.1%}</b> "
-                                f"(all ReLUs: {full:.1%}; {n} held-out images)</span>")
+                                f"(all ReLUs: {full:.1%}; {n} held-out images{bn})</span>")
     except Exception as e: self.controls['acc'].value = _error_html(f"{type(e).__name__}: {e}", 'accuracy')
 
 @patch

@@ -543,6 +543,7 @@ register_method('activation', ActivationSensitivity)
 register_method('random', RandomSensitivity)
 
 # %% ../nbs/03_sensitivity.ipynb #57f3b2e8
+_BN_STATS = ('running_mean', 'running_var', 'num_batches_tracked')
 _COMPARE_DEFAULT = ('random', 'activation', 'taylor', 'grad_x_act', 'senet', 'snl', 'ablation', 'deepreduce')
 
 def compare_methods(net:nn.Module, # a relufied net
@@ -552,9 +553,12 @@ def compare_methods(net:nn.Module, # a relufied net
                     strategy:str='global', # `allocate` strategy, e.g. 'global' or 'per_layer'
                     keep_fracs:list|None=None, # fractions of all ReLU elements, instead of `budgets`
                     eval_data=None, # data the accuracy is measured on (default: `data`)
+                    bn_batches:int=0, # >0: recompute BatchNorm statistics on that many training batches before each evaluation
                     **allocate_opts) -> pd.DataFrame: # more options for `allocate`
     "Accuracy without retraining of each method's masks at each budget: method, budget, relus, keep_frac, acc, loss."
     from relu_explore.budget import allocate
+    from relu_explore.distill import recalibrate_bn
+    from itertools import islice
     sites = _sites(net)
     if (budgets is None) == (keep_fracs is None): raise ValueError("pass budgets=[counts...] or keep_fracs=[fractions...], exactly one of them.")
     plan = [dict(budget=b) for b in budgets] if budgets is not None else [dict(keep_frac=f) for f in keep_fracs]
@@ -563,15 +567,26 @@ def compare_methods(net:nn.Module, # a relufied net
     for label, m in items:
         if not isinstance(m, dict): _method_cls(m)
     ev = list(_Batches(net, eval_data if eval_data is not None else data, True, None, 'compare_methods'))
+    if isinstance(bn_batches, bool) or not isinstance(bn_batches, int) or bn_batches < 0:
+        raise ValueError(f"bn_batches={bn_batches!r}: give a number of training batches >= 0 (0: keep the stored statistics).")
+    bn_src, bn0 = None, None
+    if bn_batches:   # training batches: a `Data`'s training loader, else the scoring data itself
+        src = data.train if (hasattr(data, 'train') and hasattr(data, 'valid')) else data
+        bn_src = list(islice(iter(_Batches(net, src, False, None, 'compare_methods')), bn_batches))
+        bn0 = {k: v.detach().clone() for k, v in net.state_dict().items() if k.rsplit('.', 1)[-1] in _BN_STATS}
     total, rows = sum(m.total for m in sites.values()), []
-    for label, m in items:
-        sc = m if isinstance(m, dict) else score(net, data, m)
-        with _scoring(net):
-            for p in plan:
-                a = allocate(sc, strategy=strategy, **p, **allocate_opts)
-                set_masks(net, a)
-                loss, acc = _evaluate(net, ev)
-                rows.append(dict(method=str(label), budget=a.budget, relus=relu_count(net), keep_frac=a.kept / total, acc=acc, loss=loss))
+    try:
+        for label, m in items:
+            sc = m if isinstance(m, dict) else score(net, data, m)
+            with _scoring(net):
+                for p in plan:
+                    a = allocate(sc, strategy=strategy, **p, **allocate_opts)
+                    set_masks(net, a)
+                    if bn_src: recalibrate_bn(net, bn_src, device=_device(net))
+                    loss, acc = _evaluate(net, ev)
+                    rows.append(dict(method=str(label), budget=a.budget, relus=relu_count(net), keep_frac=a.kept / total, acc=acc, loss=loss))
+    finally:
+        if bn0: net.load_state_dict(bn0, strict=False)     # the net's own statistics back
     return pd.DataFrame(rows, columns=['method', 'budget', 'relus', 'keep_frac', 'acc', 'loss'])
 
 def plot_comparison(results:pd.DataFrame, # `compare_methods`'s table

@@ -278,3 +278,17 @@ def test_cuda_fast_path(digits, teacher):
     h = distill(student, teacher, digits.train, digits.valid, epochs=2, progress=False)
     assert h.last['valid_acc'] > 0.8
     assert next(student.parameters()).is_cuda
+
+
+def test_recalibrate_bn_recovers_no_retraining_accuracy(digits, teacher):
+    "Masks change every later activation; stale BatchNorm statistics, not the masks alone, cost most of the accuracy."
+    from relu_explore.distill import recalibrate_bn
+    from relu_explore.budget import allocate
+    from relu_explore.sensitivity import score
+    net = relufy(teacher, digits.example())
+    set_masks(net, allocate(score(net, digits.batch(64, 'train'), method='random'), keep_frac=0.1))
+    stale = evaluate(net, digits.valid, device='cpu')['acc']
+    w = {k: v.clone() for k, v in net.state_dict().items() if 'running' not in k and 'num_batches' not in k}
+    fresh = evaluate(recalibrate_bn(net, digits.train, batches=8, device='cpu'), digits.valid, device='cpu')['acc']
+    assert fresh >= stale + 0.2, (stale, fresh)          # with a 6-epoch teacher: 0.11 -> 0.57
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in w.items())

@@ -180,3 +180,19 @@ def test_updates_run_single_threaded_and_restore_the_setting(ex, monkeypatch):
         ex.update_threads = None; ex.budget = 998
         assert seen == [1, 2] and torch.get_num_threads() == 2
     finally: torch.set_num_threads(old)
+
+
+def test_accuracy_readout_can_recompute_batchnorm(data):
+    "bn_images: the readout recomputes BatchNorm statistics for the masked net (the model's own stay for all ReLUs kept)."
+    from relu_explore.distill import train
+    torch.manual_seed(0)
+    m = digits_resnet()
+    train(m, data.train, data.valid, epochs=4, progress=False)
+    plain = Explorer(m, data, methods=('random',), budget=410, acc_delay=None, eval_n=256)
+    bn = Explorer(m, data, methods=('random',), budget=410, acc_delay=None, eval_n=256, bn_images=256)
+    stale, fresh = plain.accuracy(), bn.accuracy()
+    assert fresh >= stale + 0.15, (stale, fresh)
+    assert bn.accuracy(full=True) == plain.accuracy(full=True)          # measured after a recalibration: own statistics back
+    bn._show_acc()
+    assert 'BatchNorm statistics from 256 training images' in bn.controls['acc'].value
+    fct.test_fail(lambda: Explorer(m, data, bn_images=-1), contains='bn_images=-1')

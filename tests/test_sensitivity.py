@@ -363,6 +363,17 @@ def test_digits_taylor_senet_beat_random_at_25pct(digits_trained):
     assert acc['taylor'] >= acc['random'] + 0.20 and acc['senet'] >= acc['random'] + 0.20, acc
     assert res.keep_frac.tolist() == [0.25] * 3 and res.relus.tolist() == [1024] * 3
 
+def test_compare_methods_bn_recalibration(digits_trained):
+    "bn_batches recomputes BatchNorm statistics before each evaluation and puts the net's own back afterwards."
+    net, d = digits_trained
+    before = {k: v.clone() for k, v in net.state_dict().items() if 'running' in k}
+    kw = dict(keep_fracs=[0.1], methods=['random'], eval_data=d.valid)
+    stale = compare_methods(net, d.batch(256, 'train'), **kw).acc.item()
+    fresh = compare_methods(net, d.batch(256, 'train'), bn_batches=1, **kw).acc.item()
+    assert fresh >= stale + 0.15, (stale, fresh)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    fct.test_fail(lambda: compare_methods(net, d.batch(64), bn_batches=-1, **kw), contains='bn_batches=-1')
+
 def test_digits_senet_per_layer_strategy(digits_trained):
     net, d = digits_trained
     s = score(net, d.batch(256, 'train'), 'senet')
