@@ -133,6 +133,7 @@ def sweep_cli(out:str, # folder (or database URL) of the results store
               append:store_true=False): # add to a store made by another configuration
     "Sweep ReLU budgets with distillation, persisting each point as it finishes."
     kw = dict(root=root, download=download) if dataset in ('cifar10', 'cifar100', 'imagefolder') else {}
+    if dataset in ('cifar10', 'cifar100'): kw['in_memory'] = True   # decoded once: distill keeps it on the GPU and augments there
     data = get_data(dataset, seed=seed, **kw)
     torch.manual_seed(seed)
     m = get_model(model, num_classes=data.num_classes)
