@@ -57,3 +57,24 @@ def test_demo_bad_input(tmp_path):
         run_demo(tmp_path / 'b', budgets='5000', epochs=1, teacher_epochs=1, charts=False, progress=False)
     with pytest.raises(ValueError, match='outside 1..4,096'):
         run_demo(tmp_path / 'c', budgets='0', epochs=1, teacher_epochs=1, charts=False, progress=False)
+
+
+def test_sweep_cli_on_a_local_cifar_copy(tmp_path):
+    "relu_explore_sweep --dataset cifar10 reads a local copy (in memory: the GPU path), stores each point, resumes."
+    import pickle, numpy as np
+    folder = tmp_path / 'data' / 'cifar-10-batches-py'; folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for f in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
+        with open(folder / f, 'wb') as fh:
+            pickle.dump({'data': rng.integers(0, 256, (8, 3072), dtype=np.uint8), 'labels': rng.integers(0, 10, 8).tolist()}, fh)
+    with open(folder / 'batches.meta', 'wb') as fh: pickle.dump({'label_names': [f'c{i}' for i in range(10)]}, fh)
+    exe = Path(sys.executable).parent / 'relu_explore_sweep'
+    cmd = [str(exe), str(tmp_path / 'runs'), '--model', 'cifar_resnet18', '--dataset', 'cifar10', '--root', str(tmp_path / 'data'),
+           '--teacher_epochs', '0', '--epochs', '0', '--budgets', '0.5,1000']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    df = load_results(tmp_path / 'runs')
+    assert sorted(df.relus.tolist()) == [1000, 557_056 // 2] and set(df.dataset) == {'cifar10'}
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0 and len(load_results(tmp_path / 'runs')) == 2
