@@ -243,7 +243,7 @@ def _build(self:Explorer):
     opts = dict(embed_options={'renderer': 'svg'})
     self.chart_widgets = {k: alt.JupyterChart(None, **opts) for k in ('layers', 'heatmap', 'frontier')}
     for k, jc in self.chart_widgets.items(): jc.add_class(f'rx-{k}')
-    w['slider'].observe(self._guard(lambda c: setattr(self, 'budget', round(c['new']))), 'value')
+    w['slider'].observe(self._guard(self._on_slider), 'value')
     w['count'].observe(self._guard(lambda c: setattr(self, 'budget', c['new'])), 'value')
     w['method'].observe(self._guard(lambda c: setattr(self, 'method', c['new'])), 'value')
     w['strategy'].observe(self._guard(lambda c: setattr(self, 'strategy', c['new'])), 'value')
@@ -270,6 +270,13 @@ def _guard(self:Explorer, fn):
             self.controls['status'].value = _error_html(f"{type(e).__name__}: {e}", 'could not update')
             self._sync_widgets()
     return f
+
+@patch
+def _on_slider(self:Explorer, change):
+    "A slider move. The log slider snaps a budget typed in the box to its grid and may send that back: not a move."
+    new, step = change['new'], self.controls['slider'].step
+    if self.budget and new > 0 and abs(math.log10(new) - math.log10(self.budget)) <= step / 2 + 1e-9: return
+    self.budget = round(new)
 
 @patch
 def _on_pick(self:Explorer, change):

@@ -196,3 +196,14 @@ def test_accuracy_readout_can_recompute_batchnorm(data):
     bn._show_acc()
     assert 'BatchNorm statistics from 256 training images' in bn.controls['acc'].value
     fct.test_fail(lambda: Explorer(m, data, bn_images=-1), contains='bn_images=-1')
+
+
+def test_slider_snap_of_a_typed_budget_is_not_a_move(ex):
+    "The log slider (step 0.01 in log10) snaps 333 to 10**2.52 = 331.1 and may echo it back: the typed 333 must stay."
+    import math
+    ex.controls['count'].value = 333
+    assert ex.budget == 333
+    ex.controls['slider'].value = 10 ** (round(math.log10(333), 2))      # the frontend's snapped echo
+    assert ex.budget == 333 and ex.controls['count'].value == 333
+    ex.controls['slider'].value = 10 ** (round(math.log10(333), 2) + 0.01)   # one step right: a real move
+    assert ex.budget == round(10 ** 2.53)
