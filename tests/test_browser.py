@@ -1,7 +1,8 @@
 """The Explorer in a real browser: JupyterLab 4 + headless Chromium (Debian's /usr/bin/chromium) driven by Playwright.
 
 Opens tests/browser_explorer.ipynb, runs all cells, types a budget and moves the slider, and checks that the
-ReLU readout and the heatmap change and that no chart failed to load. With RELU_EXPLORE_SCREENSHOT=nbs/images/explorer.png it refreshes the README's screenshot.
+ReLU readout and the heatmap change, that the box still drives the readout while a point is distilled in the
+background, and that no chart failed to load. With RELU_EXPLORE_SCREENSHOT=nbs/images/explorer.png it refreshes the README's screenshot.
 Skipped when /usr/bin/chromium or playwright is missing (install: apt-get install -y chromium).
 """
 import os, re, shutil, signal, socket, subprocess, sys, time, urllib.request, warnings
@@ -124,10 +125,14 @@ def test_explorer_in_jupyterlab(lab, tmp_path):
             _wait_for(lambda: '%' in page.locator('.rx-acc').first.inner_text(), 120, "the accuracy readout")
             # 3. distil the point in the background; the widget stays usable meanwhile
             n2 = _relus(page)
+            ep = page.locator('.widget-text', has=page.locator('label', has_text='epochs')).locator('input')
+            ep.fill('40'); ep.press('Enter')                                   # long enough to type while it runs
             page.locator('.rx-explorer button', has_text='distil this point').click()
-            # (the headless tests check that the widget stays usable during a background distillation; here, on a
-            # shared 2-core CI box, the training thread can starve the kernel, so the box is driven after it ends)
-            _wait_for(lambda: 'done' in page.locator('.rx-explorer').inner_text(), 240, "the distilled point")
+            _wait_for(lambda: 'epoch' in page.locator('.rx-explorer').inner_text(), 60, "the distillation to start")
+            box.fill(str(n2 // 3)); box.press('Enter')
+            _wait_for(lambda: _relus(page) == n2 // 3, 60, "the readout to follow the box while a point is distilled")
+            assert 'done' not in page.locator('.rx-explorer').inner_text(), "the distillation ended before the check"
+            _wait_for(lambda: 'done' in page.locator('.rx-explorer').inner_text(), 400, "the distilled point")
             box.fill(str(n2 // 2)); box.press('Enter')
             _wait_for(lambda: _relus(page) == n2 // 2, 90, "the readout to follow the box after a point is distilled")
             _wait_for(lambda: page.locator('.rx-frontier svg .mark-symbol path, .rx-frontier svg .mark-symbol').count() > 0, 20,
