@@ -14,8 +14,9 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.overrides import TorchFunctionMode
 
 # %% auto #0
-__all__ = ['MaskedReLU', 'find_relu_nodes', 'relufy', 'get_sites', 'input_shape', 'get_masks', 'set_masks', 'relu_count',
-           'relu_total', 'stage_of', 'site_table', 'save_masks', 'load_masks', 'PartialReLU', 'PolyAct', 'thin']
+__all__ = ['MaskedReLU', 'find_relu_nodes', 'relufy', 'get_sites', 'input_shape', 'get_masks', 'set_masks', 'mark_stem',
+           'relu_count', 'relu_total', 'stage_of', 'site_table', 'save_masks', 'load_masks', 'PartialReLU', 'PolyAct',
+           'thin']
 
 # %% ../nbs/00_sites.ipynb #cb45b150
 class MaskedReLU(nn.Module):
@@ -295,23 +296,36 @@ def set_masks(net:nn.Module, masks:dict, strict:bool=True) -> nn.Module:
     return net
 
 # %% ../nbs/00_sites.ipynb #d7b07a22
-def _stem_site(sites):
-    "The first per-image site when it is a stem ReLU: at the top level of the model (`relu`) or inside a `stem` module (`stem.2`)."
+def _stem_site(sites) -> set:
+    "The stem sites: those `mark_stem` named, else the first per-image site if it is at the top level (`relu`) or in a `stem` module (`stem.2`)."
+    marked = {k for k, m in sites.items() if getattr(m, 'is_stem', None)}
+    if marked or any(getattr(m, 'is_stem', None) is False for m in sites.values()): return marked
     for k, m in sites.items():
-        if m.per_image: return k if '.' not in k or 'stem' in k.split('.')[0].lower() else None
-    return None
+        if m.per_image: return {k} if '.' not in k or 'stem' in k.split('.')[0].lower() else set()
+    return set()
+
+def mark_stem(net:nn.Module, # a relufied net
+              sites:list # the stem's site names (e.g. a deep stem's three), or [] for no stem
+             ) -> nn.Module:
+    "Say which sites are the stem, for `include_stem=False` counts and `site_table`'s `is_stem` (copies of the net keep it)."
+    all_sites = get_sites(net)
+    sites = [sites] if isinstance(sites, str) else list(sites)
+    unknown = [k for k in sites if k not in all_sites]
+    if unknown: raise KeyError(f"mark_stem: the net has no site(s) {unknown}; its first sites are {list(all_sites)[:6]}.")
+    for k, m in all_sites.items(): m.is_stem = k in sites
+    return net
 
 def relu_count(net:nn.Module, include_stem:bool=True) -> int:
     "Kept ReLU elements per input image (input-independent sites are not counted)."
     sites = get_sites(net)
-    stem = None if include_stem else _stem_site(sites)
-    return sum(m.kept for k, m in sites.items() if m.per_image and k != stem)
+    stem = set() if include_stem else _stem_site(sites)
+    return sum(m.kept for k, m in sites.items() if m.per_image and k not in stem)
 
 def relu_total(net:nn.Module, include_stem:bool=True) -> int:
     "All ReLU elements per input image, kept or not."
     sites = get_sites(net)
-    stem = None if include_stem else _stem_site(sites)
-    return sum(m.total for k, m in sites.items() if m.per_image and k != stem)
+    stem = set() if include_stem else _stem_site(sites)
+    return sum(m.total for k, m in sites.items() if m.per_image and k not in stem)
 
 # %% ../nbs/00_sites.ipynb #d2cdde61
 def stage_of(shapes:dict # {site: activation shape (C, H, W) or (F,)}, in call order
@@ -335,7 +349,7 @@ def site_table(net:nn.Module) -> pd.DataFrame:
     sites = get_sites(net); stem = _stem_site(sites)
     stages = stage_of({k: m.shape for k, m in sites.items() if m.per_image})
     return pd.DataFrame([dict(site=k, module=m.module_path, kind=m.kind, shape=str(m.shape), total=m.total, kept=m.kept,
-                              stage=stages.get(k, 'input-independent'), per_image=m.per_image, is_stem=(k == stem))
+                              stage=stages.get(k, 'input-independent'), per_image=m.per_image, is_stem=(k in stem))
                          for k, m in sites.items()])
 
 # %% ../nbs/00_sites.ipynb #2a071d91
