@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np, pandas as pd
 import torch, torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
-from .sites import get_sites, input_shape as _net_input_shape
+from .sites import get_sites, _check_binary, input_shape as _net_input_shape
 
 # %% auto #0
 __all__ = ['COEF_UNITS', 'RESNET50_ANCHOR', 'ANCHORS', 'CHEETAH_RELU_MB', 'NETWORKS', 'Protocol', 'register_protocol',
@@ -303,10 +303,7 @@ def _masks_of(net_or_masks) -> tuple[dict, nn.Module|None]:
                             "of the site's activation shape, as get_masks(net) returns.")
         v = v.detach()
         if v.numel() == 0: raise ValueError(f"Mask for site {k!r} is empty: give the site's full 0/1 mask, e.g. (C, H, W).")
-        if not v.dtype == torch.bool and not bool(((v == 0) | (v == 1)).all()):
-            bad = v[(v != 0) & (v != 1)].flatten()[0].item()
-            raise ValueError(f"Mask for site {k!r} has values other than 0 and 1 (e.g. {bad:g}): masks must be 0/1 tensors; "
-                             "threshold soft masks first, e.g. (mask > 0.5).float().")
+        _check_binary(k, v)
         out[str(k)] = v
     return out, net
 

@@ -273,6 +273,14 @@ def get_masks(net:nn.Module) -> dict:
     "`{site: mask}` copies (float 0/1, the site's activation shape without batch)."
     return {k: m.mask.detach().clone() for k, m in get_sites(net).items()}
 
+def _check_binary(k, v:torch.Tensor):
+    "Refuse a mask for site `k` with values other than 0 and 1, naming one and the fix."
+    if v.dtype != torch.bool and not bool(((v == 0) | (v == 1)).all()):
+        bad = v[(v != 0) & (v != 1)].flatten()[0].item()
+        raise ValueError(f"Mask for site {k!r} has values other than 0 and 1 (e.g. {bad:g}): masks must be 0/1 tensors (1 keeps the "
+                         "ReLU, 0 makes it the identity); threshold soft masks first, e.g. (mask > 0.5).float(). Trainable soft "
+                         "gates belong to distill.training_view.")
+
 def set_masks(net:nn.Module, masks:dict, strict:bool=True) -> nn.Module:
     "Write `masks` into `net`'s sites; unknown sites, missing sites (if `strict`) and wrong shapes are refused."
     sites = get_sites(net)
@@ -284,11 +292,7 @@ def set_masks(net:nn.Module, masks:dict, strict:bool=True) -> nn.Module:
         v = torch.as_tensor(v)
         if tuple(v.shape) != sites[k].shape:
             raise ValueError(f"Mask for site '{k}' has shape {tuple(v.shape)}, the site needs {sites[k].shape}.")
-        if v.dtype != torch.bool and not bool(((v == 0) | (v == 1)).all()):
-            bad = v[(v != 0) & (v != 1)].flatten()[0].item()
-            raise ValueError(f"Mask for site '{k}' has values other than 0 and 1 (e.g. {bad:g}): masks are binary (1 keeps the ReLU, "
-                             "0 makes it the identity). Threshold soft masks first, e.g. (mask > 0.5).float(); trainable soft gates "
-                             "belong to distill.training_view.")
+        _check_binary(k, v)
     with torch.no_grad():
         for k, v in masks.items():
             m = sites[k].mask
