@@ -764,3 +764,8 @@ def recalibrate_bn(model:nn.Module, dl, # a DataLoader (or `GPUBatches`) of (x, 
     with torch.no_grad(): update_bn(xs, model, device=dev)
     model.train(was)
     return model
+
+def _bn_stats(model:nn.Module) -> dict:
+    "Copies of `model`'s BatchNorm running statistics, to put back with `model.load_state_dict(stats, strict=False)`."
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if k.rsplit('.', 1)[-1] in ('running_mean', 'running_var', 'num_batches_tracked')}

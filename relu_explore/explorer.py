@@ -13,7 +13,7 @@ from .sites import relufy, get_sites, set_masks, relu_count, relu_total, site_ta
 from .sensitivity import score, list_methods
 from .budget import allocate, list_strategies
 from .cost import cost_table, count_macs
-from .distill import distill, evaluate, recalibrate_bn
+from .distill import distill, evaluate, recalibrate_bn, _bn_stats
 from .frontier import published_frontiers
 from .viz import plot_layers, plot_site_heatmap, plot_frontier, enable_offline_rendering
 
@@ -130,8 +130,7 @@ class Explorer:
         if isinstance(bn_images, bool) or not isinstance(bn_images, int) or bn_images < 0:
             raise ValueError(f"bn_images={bn_images!r}: give a number of training images >= 0 (0: keep the model's statistics).")
         self._bn_batch = data.batch(bn_images, 'train') if bn_images else None
-        self._bn0 = {k: v.detach().clone() for k, v in self._eval_net.state_dict().items()
-                     if k.rsplit('.', 1)[-1] in ('running_mean', 'running_var', 'num_batches_tracked')}
+        self._bn0 = _bn_stats(self._eval_net)
         if bn_images and not self._bn0:
             raise ValueError("bn_images asks to recompute BatchNorm statistics, but the model has no BatchNorm layer: leave bn_images=0.")
         self._score_net = copy.deepcopy(self.net)     # every method scores the net with all ReLUs kept, whatever the slider says

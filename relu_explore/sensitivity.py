@@ -543,7 +543,6 @@ register_method('activation', ActivationSensitivity)
 register_method('random', RandomSensitivity)
 
 # %% ../nbs/03_sensitivity.ipynb #57f3b2e8
-_BN_STATS = ('running_mean', 'running_var', 'num_batches_tracked')
 _COMPARE_DEFAULT = ('random', 'activation', 'taylor', 'grad_x_act', 'senet', 'snl', 'ablation', 'deepreduce')
 
 def compare_methods(net:nn.Module, # a relufied net
@@ -557,7 +556,7 @@ def compare_methods(net:nn.Module, # a relufied net
                     **allocate_opts) -> pd.DataFrame: # more options for `allocate`
     "Accuracy without retraining of each method's masks at each budget: method, budget, relus, keep_frac, acc, loss."
     from relu_explore.budget import allocate
-    from relu_explore.distill import recalibrate_bn
+    from relu_explore.distill import recalibrate_bn, _bn_stats
     from itertools import islice
     sites = _sites(net)
     if (budgets is None) == (keep_fracs is None): raise ValueError("pass budgets=[counts...] or keep_fracs=[fractions...], exactly one of them.")
@@ -573,7 +572,7 @@ def compare_methods(net:nn.Module, # a relufied net
     if bn_batches:   # training batches: a `Data`'s training loader, else the scoring data itself
         src = data.train if (hasattr(data, 'train') and hasattr(data, 'valid')) else data
         bn_src = list(islice(iter(_Batches(net, src, False, None, 'compare_methods')), bn_batches))
-        bn0 = {k: v.detach().clone() for k, v in net.state_dict().items() if k.rsplit('.', 1)[-1] in _BN_STATS}
+        bn0 = _bn_stats(net)
     total, rows = sum(m.total for m in sites.values()), []
     try:
         for label, m in items:
