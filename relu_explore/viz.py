@@ -299,6 +299,10 @@ def plot_frontier(results:pd.DataFrame, # our points: method, `x`, `y` (optional
 # %% ../nbs/09_viz.ipynb #063548a7
 _SAVE_KW = {'.html': dict(inline=True), '.png': dict(scale_factor=2), '.svg': {}, '.json': {}}
 
+def _need_chart(chart, who):
+    if not hasattr(chart, 'save') or not hasattr(chart, 'to_dict'):
+        raise TypeError(f"{who} needs an Altair chart, got {type(chart).__name__}: pass what a plot_* function returns.")
+
 def save_chart(chart, # an Altair chart
                path, # file to write; its suffix picks the format: .html, .png, .svg or .json
                **kwargs # passed on to `chart.save` (e.g. scale_factor=)
@@ -307,8 +311,7 @@ def save_chart(chart, # an Altair chart
     p = Path(path)
     if p.suffix.lower() not in _SAVE_KW:
         raise ValueError(f"cannot save a chart as {p.name!r}: the suffix must be one of {', '.join(_SAVE_KW)}.")
-    if not hasattr(chart, 'save') or not hasattr(chart, 'to_dict'):
-        raise TypeError(f"save_chart needs an Altair chart, got {type(chart).__name__}: pass what a plot_* function returns.")
+    _need_chart(chart, 'save_chart')
     p.parent.mkdir(parents=True, exist_ok=True)
     chart.save(str(p), format=p.suffix.lower()[1:], **{**_SAVE_KW[p.suffix.lower()], **kwargs})
     if p.suffix.lower() == '.png':   # the PNG that Vega writes is barely compressed: the same pixels, several times smaller
@@ -325,12 +328,12 @@ def chart_image(chart, # an Altair chart
     "A chart as an `IPython.display.Image` (PNG bytes), small enough to store in a notebook."
     from IPython.display import Image
     from PIL import Image as PILImage
-    import io, tempfile
+    import io
+    _need_chart(chart, 'chart_image')
     if colors is not None and not (isinstance(colors, int) and 2 <= colors <= 256):
         raise ValueError(f"colors must be an int from 2 to 256 (a PNG palette), or None for full colour; got {colors!r}.")
-    with tempfile.TemporaryDirectory() as d:
-        p = save_chart(chart, Path(d)/'chart.png', scale_factor=scale)
-        im = PILImage.open(p); im.load()
+    raw = io.BytesIO(); chart.save(raw, format='png', scale_factor=scale)   # in memory; encoded once, below
+    im = PILImage.open(raw); im.load()
     if colors is not None:
         im = im.convert('RGBA')
         flat = PILImage.new('RGB', im.size, 'white'); flat.paste(im, mask=im.getchannel('A'))
