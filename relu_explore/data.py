@@ -149,25 +149,29 @@ def _as_tensors(ds, mean, std):
     x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     return x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
 
+def _holdout(targets, valid_split, seed):
+    "Sorted (train, valid) indices of a stratified, seeded hold-out of `valid_split` of the training set."
+    from sklearn.model_selection import train_test_split
+    tr, va = train_test_split(np.arange(len(targets)), test_size=valid_split, stratify=targets, random_state=seed)
+    return np.sort(tr), np.sort(va)
+
 def _in_memory_data(name, cls, root, download, batch_size, augment, valid_split, seed):
     "CIFAR as TensorDataset loaders: what `distill` keeps on the GPU, augmenting there when the train loader asks."
-    from sklearn.model_selection import train_test_split
     mean, std = _CIFAR_STATS[name]
     full = cls(root, train=True, transform=None, download=download)
     x, y = _as_tensors(full, mean, std)
     if valid_split == 'test': xv, yv = _as_tensors(cls(root, train=False, transform=None), mean, std)
-    elif isinstance(valid_split, float) and 0 < valid_split < 1:
-        tr, va = train_test_split(np.arange(len(y)), test_size=valid_split, stratify=full.targets, random_state=seed)
-        tr, va = torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(va))
+    else:
+        tr, va = map(torch.from_numpy, _holdout(full.targets, valid_split, seed))
         x, y, xv, yv = x[tr], y[tr], x[va], y[va]
-    else: raise ValueError(f"valid_split={valid_split!r} is not known: use 'test' or a fraction of the training set such as 0.1.")
     tl, vl = _loaders(TensorDataset(x, y), TensorDataset(xv, yv), batch_size, seed)
     tl.device_augment = bool(augment)   # distill(augment=None) reads this: random crop + flip on the training device
     return Data(tl, vl, len(full.classes), (3, 32, 32), name, list(full.classes), mean, std)
 
 def _cifar_data(name, root, download, batch_size, augment, num_workers, valid_split, seed, in_memory=False):
     from torchvision import transforms as T
-    from sklearn.model_selection import train_test_split
+    if not (valid_split == 'test' or (isinstance(valid_split, float) and 0 < valid_split < 1)):
+        raise ValueError(f"valid_split={valid_split!r} is not known: use 'test' or a fraction of the training set such as 0.1.")
     mean, std = _CIFAR_STATS[name]
     cls = _local_cifar(name)
     if in_memory:
@@ -177,11 +181,10 @@ def _cifar_data(name, root, download, batch_size, augment, num_workers, valid_sp
     aug = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if augment else []
     train = cls(root, train=True, transform=T.Compose(aug + norm), download=download)
     if valid_split == 'test': valid = cls(root, train=False, transform=T.Compose(norm))
-    elif isinstance(valid_split, float) and 0 < valid_split < 1:
+    else:
         plain = copy.copy(train); plain.transform = T.Compose(norm)
-        tr, va = train_test_split(np.arange(len(train)), test_size=valid_split, stratify=train.targets, random_state=seed)
-        train, valid = Subset(train, np.sort(tr).tolist()), Subset(plain, np.sort(va).tolist())
-    else: raise ValueError(f"valid_split={valid_split!r} is not known: use 'test' or a fraction of the training set such as 0.1.")
+        tr, va = _holdout(train.targets, valid_split, seed)
+        train, valid = Subset(train, tr.tolist()), Subset(plain, va.tolist())
     classes = list((train.dataset if isinstance(train, Subset) else train).classes)
     tl, vl = _loaders(train, valid, batch_size, seed, num_workers)
     return Data(tl, vl, len(classes), (3, 32, 32), name, classes, mean, std)
