@@ -339,11 +339,14 @@ class PICost:
                 f"  traffic online {self._f('comm_online_mb', _fmt_mb)}, offline {self._f('comm_offline_mb', _fmt_mb)}"
                 + (f"\n  {len(self.notes)} note(s): see .notes" if self.notes else ''))
 
-    def to_df(self) -> pd.DataFrame:
-        "One row with every figure (per-site detail is in `.per_site`)."
+    def _row(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ('per_site', 'notes', 'lower_bound')}
         d['lower_bound'] = ', '.join(self.lower_bound); d['notes'] = ' '.join(self.notes)
-        return pd.DataFrame([d])
+        return d
+
+    def to_df(self) -> pd.DataFrame:
+        "One row with every figure (per-site detail is in `.per_site`)."
+        return pd.DataFrame([self._row()])
 
 # %% ../nbs/08_cost.ipynb #9a61d011
 _NAN = float('nan')
@@ -395,11 +398,19 @@ def pi_cost(net_or_masks, # a relufied net, or a masks dict {site: 0/1 tensor}
     "Latency and communication per image of `net_or_masks` under `protocol`, with ReLU and linear parts."
     p = get_protocol(protocol); _check_usable(p)
     nw = _network(network)
+    return _price(p, nw, *_prepare(net_or_masks, macs, input_shape), per_site=per_site)
+
+def _prepare(net_or_masks, macs, input_shape) -> tuple:
+    "What every protocol's price needs, computed once: (masks, kept per site, total per site, MACs, note on MACs)."
     masks, net = _masks_of(net_or_masks)
     M, mac_note = _resolve_macs(net, macs, input_shape)
-    c = {k: _c(v) for k, v in p.coefficients.items()}
     kept = np.array([int((m != 0).sum()) for m in masks.values()], dtype=np.int64)
     total = np.array([m.numel() for m in masks.values()], dtype=np.int64)
+    return masks, kept, total, M, mac_note
+
+def _price(p, nw, masks, kept, total, M, mac_note, per_site:bool) -> PICost:
+    "`pi_cost` of prepared masks under protocol `p` and network `nw`."
+    c = {k: _c(v) for k, v in p.coefficients.items()}
     R, L, A = int(kept.sum()), int((kept > 0).sum()), int(total[kept > 0].sum())
     lb, notes = [], [mac_note] if mac_note else []
     def s(name, *terms):
@@ -468,6 +479,7 @@ def cost_table(masks_or_net, # a relufied net, or a masks dict {site: 0/1 tensor
               ) -> pd.DataFrame:
     "One row per protocol: latency and traffic of the same masks."
     ps = [get_protocol(p) for p in protocols] if protocols is not None else [p for p in _PROTOCOLS.values() if p.usable]
-    if macs is None and isinstance(masks_or_net, nn.Module): macs = count_macs(masks_or_net, input_shape)['total']
-    return pd.concat([pi_cost(masks_or_net, p, network=network, macs=macs, per_site=False).to_df() for p in ps],
-                     ignore_index=True)[_TABLE_COLS]
+    for p in ps: _check_usable(p)
+    nw = _network(network)
+    prep = _prepare(masks_or_net, macs, input_shape)   # masks checked and counted once for every protocol
+    return pd.DataFrame([_price(p, nw, *prep, per_site=False)._row() for p in ps])[_TABLE_COLS]
