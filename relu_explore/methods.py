@@ -17,9 +17,10 @@ from .distill import distill, evaluate, snl_loss, pick_device, stage_output_site
 from .sensitivity import score
 
 # %% auto #0
-__all__ = ['PRESETS', 'MethodResult', 'register_recipe', 'list_recipes', 'run_recipe', 'random_recipe', 'deepreduce_recipe',
-           'senet_recipe', 'snl_recipe', 'hysteresis_gate', 'dapa_coeffs', 'dapa_init', 'autorep_recipe',
-           'compare_recipes', 'method_run_point']
+__all__ = ['PRESETS', 'PAPER_SETTINGS', 'MethodResult', 'register_recipe', 'list_recipes', 'run_recipe', 'PaperSetting',
+           'paper_setting', 'paper_table', 'random_recipe', 'scored_recipe', 'deepreduce_recipe', 'senet_recipe',
+           'snl_recipe', 'hysteresis_gate', 'dapa_coeffs', 'dapa_init', 'autorep_recipe', 'compare_recipes',
+           'method_run_point']
 
 # %% ../nbs/06_methods.ipynb #3ecd04a7
 @dataclass(repr=False)
@@ -67,7 +68,8 @@ def list_recipes() -> list:
 
 # %% ../nbs/06_methods.ipynb #1d1d0510
 PRESETS = {
-    'paper': {},
+    'paper': {},        # filled from PAPER_SETTINGS by `paper_setting` (one call per recipe, next to the recipe)
+    'cpu': {},          # the CIFAR-10 CPU study's settings (bench/methods_cifar_cpu.py), next to each recipe
     'digits': {
         'random': dict(lr=0.05),
         'deepreduce': dict(lr=0.05),
@@ -93,6 +95,37 @@ def run_recipe(name:str, # a name from `list_recipes()`
     res = _RECIPES[name](model, data, budget, **kw)
     res.notes.update(seconds=time.perf_counter() - t0, options=dict(kw, preset=preset))
     return res
+
+# %% ../nbs/06_methods.ipynb #ff883c08
+@dataclass
+class PaperSetting:
+    "One setting of a recipe as the paper / official code has it, where that was read, and what our `paper` preset uses."
+    recipe:str # recipe name
+    setting:str # what it is, in words (e.g. 'mask-phase optimiser')
+    paper:str # the paper's / official code's value, as text
+    source:str # where it was read: 'repo/file.py: function' or 'paper §x'; '[default]: why' where nothing could be read
+    ours:object=None # our `paper` preset value (what `option` is set to); None for settings that are not an option
+    option:str|None=None # the recipe's keyword argument this sets (None: fixed in the code, described only)
+    note:str='same' # 'same', or why ours differs
+
+PAPER_SETTINGS = []
+
+def paper_setting(*rows:PaperSetting):
+    "Add `rows` to `PAPER_SETTINGS` and their options to `PRESETS['paper']` (a row with `option` sets that option)."
+    for r in rows:
+        if r.note == 'same' and not r.source.strip():
+            raise ValueError(f"{r.recipe}.{r.setting}: a setting marked 'same' needs a source.")
+        PAPER_SETTINGS[:] = [s for s in PAPER_SETTINGS if (s.recipe, s.setting) != (r.recipe, r.setting)] + [r]
+        if r.option is not None: PRESETS['paper'].setdefault(r.recipe, {})[r.option] = r.ours
+
+def paper_table(recipe:str|None=None # one recipe's rows (None: all)
+               ) -> pd.DataFrame:
+    "The paper preset, setting by setting: the paper's value, its source, ours, and 'same' or why not."
+    rows = [dict(recipe=s.recipe, setting=s.setting, paper=s.paper, source=s.source,
+                 ours='—' if s.option is None and s.ours is None else s.ours, option=s.option or '', note=s.note)
+            for s in PAPER_SETTINGS if recipe is None or s.recipe == recipe]
+    return pd.DataFrame(rows, columns=['recipe', 'setting', 'paper', 'source', 'ours', 'option', 'note'])
+
 
 # %% ../nbs/06_methods.ipynb #88f0df76
 def _per_image(net):
@@ -164,6 +197,32 @@ def random_recipe(model:nn.Module, # the trained dense model (also the teacher)
     _keep_top(net, {k: torch.rand(m.shape, generator=g) for k, m in _per_image(net).items()}, b)
     h = _kd(net, model, data, epochs, loss, seed, device, progress, lr=lr, **loss_opts)
     return _finish('random', net, data, b, total, dict(history=h, loss=loss, replacement=replacement), device, seed, epochs)
+
+# %% ../nbs/06_methods.ipynb #d02bf38f
+@register_recipe('scored')
+def scored_recipe(model:nn.Module, # the trained dense model (also the teacher)
+                  data, # a relu_explore `Data`
+                  budget:int|None=None, # kept ReLUs (every site counted); met exactly
+                  epochs:int=3, # distillation epochs
+                  seed:int=0,
+                  *, keep_frac:float|None=None, # instead of `budget`: a fraction of all ReLUs
+                  score_method:str='taylor', # a name from `relu_explore.sensitivity.list_methods()`
+                  strategy:str='global', # allocation strategy (`relu_explore.budget.list_strategies()`)
+                  score_batches:int=4, # training batches the scores use
+                  loss:str='kd', # distillation loss
+                  lr:float=0.01, # SGD learning rate (cosine schedule)
+                  device='auto', progress:bool=False,
+                  **loss_opts) -> MethodResult:
+    "Scores of `score_method` on a few training batches → `strategy` top-B → distillation."
+    net, b, total = _start(model, data, budget, keep_frac)
+    _seed_epoch(data.train, seed, -1)                        # the scoring batches depend on the seed only
+    torch.manual_seed(seed)
+    sc = score(net, data.train, score_method, max_batches=score_batches)
+    sites = _per_image(net)
+    set_masks(net, dict(allocate({k: sc[k] for k in sites}, b, strategy=strategy)), strict=False)
+    h = _kd(net, model, data, epochs, loss, seed, device, progress, lr=lr, **loss_opts)
+    return _finish('scored', net, data, b, total, dict(history=h, loss=loss, score_method=score_method, strategy=strategy),
+                   device, seed, epochs)
 
 # %% ../nbs/06_methods.ipynb #70290903
 @register_recipe('deepreduce')
@@ -504,6 +563,7 @@ def method_run_point(model:nn.Module, # the trained dense model (also the teache
                      preset:str|None=None, # a key of `PRESETS`
                      artifacts=None, # folder for each point's masks and notes (None: nothing is written)
                      method_opts:dict|None=None, # {recipe: its own options}, e.g. {'snl': dict(mask_epochs=300)}
+                     test=None, # a loader of the test set: each finished net is measured on it once (`test_acc`), never used to select
                      **opts) -> Callable: # recipe options for every point
     "A `run_point(point) -> (values, artifacts)` for `frontier.sweep_points` that runs a whole recipe per point."
     if method is not None and method not in _RECIPES:
@@ -517,6 +577,7 @@ def method_run_point(model:nn.Module, # the trained dense model (also the teache
         kw = {k: point[k] for k in ('budget', 'keep_frac', 'seed', 'epochs') if k in point}
         res = run_recipe(name, model, data, preset=preset, **{**opts, **method_opts.get(name, {}), **kw})
         row = dict(res.to_row(), method=name)
+        if test is not None: row['test_acc'] = float(evaluate(res.net, test, device=res.notes.get('device', 'auto'))['acc'])
         # the recipe's scalar notes (stages culled, whether SNL met the budget, ...) go into the row; all of them into notes.json
         row.update({f"note_{k}": v for k, v in res.notes.items() if isinstance(v, (bool, int, float, str)) and k not in row})
         arts = {}
