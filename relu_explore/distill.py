@@ -17,7 +17,7 @@ from .sites import MaskedReLU, get_sites, get_masks, set_masks, relufy, site_tab
 # %% auto #0
 __all__ = ['register_loss', 'list_losses', 'ce_loss', 'kd_loss', 'snl_loss', 'attention_map', 'at_loss', 'senet_loss',
            'pick_device', 'History', 'random_crop_flip', 'GPUBatches', 'stage_output_sites', 'training_view',
-           'set_masks_trainable', 'load_checkpoint', 'evaluate', 'distill', 'train', 'recalibrate_bn']
+           'set_masks_trainable', 'load_checkpoint', 'evaluate', 'StepHook', 'distill', 'train', 'recalibrate_bn']
 
 # %% ../nbs/05_distill.ipynb #6bb9259e
 _Loss = namedtuple('_Loss', 'fn needs_teacher needs_feats')
@@ -229,6 +229,35 @@ class GPUBatches:
     def __repr__(self): return (f"GPUBatches({len(self.x)} items on {self.device}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
                                 f"augment={self.augment}, process {self.rank}/{self.world_size})")
 
+# %% ../nbs/05_distill.ipynb #1df9bf4a
+_AUG_NAMES = ('RandomCrop', 'RandomResizedCrop', 'RandomHorizontalFlip')
+
+def _transform_augments(t) -> list:
+    "Names of the random crops/flips inside a transform (torchvision `Compose`, `RandomApply`, ... nest them in `.transforms`)."
+    if t is None: return []
+    found = [type(t).__name__] if type(t).__name__ in _AUG_NAMES else []
+    inner = getattr(t, 'transforms', None)
+    if isinstance(inner, (list, tuple)):
+        for u in inner: found += _transform_augments(u)
+    elif inner is not None and inner is not t: found += _transform_augments(inner)
+    return found
+
+def _dataset_augments(ds) -> list:
+    "Names of the random crops/flips a dataset applies itself (through `Subset` and `ConcatDataset` too)."
+    if isinstance(ds, Subset): return _dataset_augments(ds.dataset)
+    if isinstance(ds, torch.utils.data.ConcatDataset): return [n for d in ds.datasets for n in _dataset_augments(d)]
+    return _transform_augments(getattr(ds, 'transform', None))
+
+def _check_single_augment(dl):
+    "Refuse device augmentation on top of a dataset that random-crops/flips already (it would crop twice)."
+    if isinstance(dl, GPUBatches): return
+    names = sorted(set(_dataset_augments(getattr(dl, 'dataset', None))))
+    if names:
+        raise ValueError(f"augment=True would crop and flip a second time: the training loader's dataset already applies {names} "
+                         "in its transform (up to ±8 px shifts then). Pass augment=None or augment=False with this loader, or build "
+                         "the data with in_memory=True (e.g. cifar10_data(..., in_memory=True)), which augments on the device instead.")
+
+
 # %% ../nbs/05_distill.ipynb #8b9e6a4a
 def stage_output_sites(net:nn.Module) -> list:
     "The last site of each spatial stage of a relufied net (its `site_table` stage column): the stage outputs."
@@ -262,7 +291,8 @@ def _inline_site(g, n, m, trainable):
 
 def training_view(net:nn.Module, # a relufied net (other modules are returned as they are when `feats` is empty)
                   feats=(), # names of modules called in `net` (site names or leaves such as 'layer1.1.bn2') to return
-                  trainable_masks:bool=False): # masks may change (keep the masked form even for all-ones sites)
+                  trainable_masks:bool=False, # masks may change (keep the masked form even for all-ones sites)
+                  live_sites:bool=False): # keep the sites as module calls: each call reads the site's `mask` then, and its module hooks fire
     "A GraphModule sharing `net`'s tensors, masks inlined; returns `(out, (feature maps...))` when `feats` are named."
     feats = list(feats)
     if not isinstance(net, fx.GraphModule):
@@ -278,7 +308,7 @@ def training_view(net:nn.Module, # a relufied net (other modules are returned as
     for n in list(g.nodes):
         if n.op != 'call_module': continue
         m = net.get_submodule(n.target)
-        if not isinstance(m, MaskedReLU): out_of[n.target] = n; continue
+        if live_sites or not isinstance(m, MaskedReLU): out_of[n.target] = n; continue
         new = _inline_site(g, n, m, trainable_masks)
         n.replace_all_uses_with(new)
         g.erase_node(n)
@@ -518,6 +548,21 @@ def evaluate(model:nn.Module, dl, # a DataLoader (or `GPUBatches`) of (x, y) bat
     finally: model.train(was)
     return dict(acc=acc, loss=loss)
 
+# %% ../nbs/05_distill.ipynb #e54d83b2
+class StepHook:
+    "Called by `distill` around each training step; subclass it and override what you need (each default does nothing)."
+    live_sites:bool = False # True: the training view calls the sites as modules (masks read at each call, module hooks fire)
+    def param_groups(self, student) -> list:
+        "Extra optimiser groups, e.g. `[dict(params=[scores], lr=0.05)]` (asked once, after the student is on its device)."
+        return []
+    def before_forward(self, student, step:int):
+        "Before the training forward of global step `step` (0-based over the run)."
+    def after_step(self, student, step:int):
+        "After the optimiser and schedule step of `step`."
+    def end(self, student):
+        "When the run ends, normally or by an error."
+
+
 # %% ../nbs/05_distill.ipynb #aebc5bcb
 class _Ticker:
     "Reads small device accumulators for the progress bar without stalling the GPU (pinned copy + event on CUDA)."
@@ -550,7 +595,7 @@ def _preflight(s_fwd, t_fwd, x, y, teacher_needed):
 
 # %% ../nbs/05_distill.ipynb #32f3add3
 def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, sched, weight_decay, momentum, device, ckpt_dir,
-         resume, callbacks, progress, compile, amp, seed, train_masks, augment, gpu_data, feat_modules, penalty, loss_opts):
+         resume, callbacks, progress, compile, amp, seed, train_masks, augment, gpu_data, feat_modules, penalty, loss_opts, hooks=()):
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs={epochs!r}: give a whole number >= 0 (epochs=0 returns at once and changes nothing).")
     lo = _get_loss(loss)
@@ -563,6 +608,14 @@ def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, s
     if sched not in _SCHEDS: raise ValueError(f"sched={sched!r} is not known: use one of {_SCHEDS}.")
     if gpu_data not in ('auto', True, False): raise ValueError(f"gpu_data={gpu_data!r}: use 'auto', True or False.")
     if augment is None: augment = bool(getattr(train_dl, 'device_augment', False))   # cifar10_data(in_memory=True) asks for it
+    if augment: _check_single_augment(train_dl)
+    hooks = list(hooks or ())
+    bad = [h for h in hooks if not isinstance(h, StepHook)]
+    if bad: raise TypeError(f"hooks must be StepHook instances (subclass relu_explore.distill.StepHook), got {[type(h).__name__ for h in bad]}.")
+    if hooks and ckpt_dir is not None:
+        raise ValueError("hooks keep state (e.g. gate scores) that a checkpoint does not hold, so a resumed run could not continue them: "
+                         "pass ckpt_dir=None with hooks.")
+    live = any(h.live_sites for h in hooks)
     relufied = any(isinstance(m, MaskedReLU) for m in student.modules())
     if lo.needs_feats and not feat_modules and not relufied:
         raise ValueError(f"loss={loss!r} compares feature maps at the stage outputs and needs a relufied student: pass `relufy(model, example)`.")
@@ -574,8 +627,9 @@ def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, s
     rank, world, local = _dist_setup(dev)
     if dev.type == 'cuda' and world > 1: dev = torch.device('cuda', local)
     main = rank == 0
+    if hooks and world > 1: raise RuntimeError("hooks run in each process with parameters DDP does not synchronise: run one process per GPU.")
     amp = dev.type == 'cuda' if amp is None else bool(amp)
-    compile = dev.type == 'cuda' if compile is None else bool(compile)
+    compile = (dev.type == 'cuda' and not live) if compile is None else bool(compile)   # live sites: eager by default
     cl = dev.type == 'cuda'                                     # channels-last on GPU
     if lr is None: lr = (0.1 if kind == 'train' else 0.01) if opt == 'sgd' else 1e-3
     cfg, cfg_hash = _config(kind, student, teacher, train_dl, loss, loss_opts, lr, opt, sched, weight_decay, momentum, epochs, seed,
@@ -599,6 +653,8 @@ def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, s
     try:
         torch.manual_seed(seed)
         optim = _make_optimizer(student, opt, lr, momentum, weight_decay, dev)
+        for hk in hooks:
+            for grp in hk.param_groups(student): optim.add_param_group(grp)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optim, _lr_factor(sched, epochs * n_steps))
         start, hist = 0, History()
         if ckpt_dir is not None and resume:
@@ -613,7 +669,7 @@ def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, s
         if start >= epochs: return hist
 
         feats = list(feat_modules) if feat_modules else (stage_output_sites(student) if lo.needs_feats else [])
-        s_view = training_view(student, feats, trainable_masks=train_masks)
+        s_view = training_view(student, feats, trainable_masks=train_masks, live_sites=live)
         x0, y0 = next(iter(trn))
         x0, y0 = x0[:2].to(dev), y0.to(dev)
         t_view = None
@@ -647,6 +703,7 @@ def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, s
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
                 if g_aug is not None and x.dim() == 4: x = random_crop_flip(x, g_aug)
                 if cl and x.dim() == 4: x = x.contiguous(memory_format=torch.channels_last)
+                for hk in hooks: hk.before_forward(student, epoch * n_steps + i)
                 kw = {}
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                     t_out = None
@@ -663,6 +720,7 @@ def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, s
                 l.backward()
                 optim.step()
                 scheduler.step()
+                for hk in hooks: hk.after_step(student, epoch * n_steps + i)
                 n += y.shape[0]
                 acc += torch.stack([l.detach().float() * y.shape[0], (s_out.detach().argmax(1) == y).sum().float()])
                 if bar is not None:
@@ -698,6 +756,7 @@ def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, s
         if bar is not None: bar.close()
         return hist
     finally:
+        for hk in hooks: hk.end(student)
         if train_masks: set_masks_trainable(student, False)
         student.train(s_mode)
         if t_needed: teacher.train(t_mode)
@@ -727,13 +786,14 @@ def distill(student:nn.Module, # the net to train (usually relufied, initialised
             gpu_data='auto', # keep a TensorDataset on the device as `GPUBatches` ('auto': on CUDA when it fits)
             feat_modules=None, # call sites whose outputs feature losses compare; default `stage_output_sites(student)`
             penalty=None, # `penalty(student) -> Tensor` added to each batch's loss (e.g. an L1 on masks)
+            hooks=(), # `StepHook`s called around each training step (e.g. AutoReP's gates); no ckpt_dir with hooks
             **loss_opts # options of the loss, e.g. T=4, lam=0.9
            ) -> History:
     "Retrain `student` with knowledge distillation from `teacher`; one record per epoch."
     return _fit(student, teacher, train, valid, epochs, kind='distill' if teacher is not None else 'train', loss=loss, lr=lr, opt=opt,
                 sched=sched, weight_decay=weight_decay, momentum=momentum, device=device, ckpt_dir=ckpt_dir, resume=resume,
                 callbacks=callbacks, progress=progress, compile=compile, amp=amp, seed=seed, train_masks=train_masks, augment=augment,
-                gpu_data=gpu_data, feat_modules=feat_modules, penalty=penalty, loss_opts=loss_opts)
+                gpu_data=gpu_data, feat_modules=feat_modules, penalty=penalty, loss_opts=loss_opts, hooks=hooks)
 
 def train(model:nn.Module, # the net to train, in place
           train, # DataLoader (or `GPUBatches`) of (x, y) training batches

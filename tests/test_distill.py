@@ -292,3 +292,16 @@ def test_recalibrate_bn_recovers_no_retraining_accuracy(digits, teacher):
     fresh = evaluate(recalibrate_bn(net, digits.train, batches=8, device='cpu'), digits.valid, device='cpu')['acc']
     assert fresh >= stale + 0.2, (stale, fresh)          # with a 6-epoch teacher: 0.11 -> 0.57
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in w.items())
+
+def test_augment_refuses_a_dataset_that_crops_already():
+    "augment=True over a dataset that random-crops/flips in its transforms (here under a Subset) would crop twice: refused, with the fix."
+    from torchvision import transforms as T
+    from torch.utils.data import Subset
+    class Imgs(torch.utils.data.Dataset):
+        transform = T.Compose([T.RandomCrop(8, padding=4), T.RandomHorizontalFlip()])
+        def __len__(self): return 16
+        def __getitem__(self, i): return self.transform(torch.randn(1, 8, 8)), i % 4
+    dl = DataLoader(Subset(Imgs(), range(8)), batch_size=4)
+    with pytest.raises(ValueError, match=r"augment=None or augment=False.*in_memory=True"):
+        train(digits_resnet(num_classes=4, width=4), dl, None, epochs=1, augment=True, progress=False)
+    assert len(train(digits_resnet(num_classes=4, width=4), dl, None, epochs=1, progress=False)) == 1   # augment=None: its own transforms only
