@@ -319,23 +319,27 @@ def _stage_map(scores:dict, stages) -> dict:
     return {k: stages[k] for k in scores}
 
 def _thin_sites(scores:dict, smap:dict, thin) -> list:
-    "Sites dropped by thinning: the second ('bottom') or first ('top') site of each pair in each block."
+    "Sites dropped by thinning: the second ('bottom') or first ('top') site of each pair in each block (call order)."
     if thin is None or thin is False: return []
     if not isinstance(thin, str):
         thin = list(thin); bad = [k for k in thin if k not in scores]
         if bad: raise ValueError(f"thin= names site(s) {bad[:5]} that are not in scores.")
         return thin
     if thin not in ('bottom', 'top'): raise ValueError(f"thin={thin!r} is not known: use 'bottom', 'top', a list of sites, or None.")
-    drop = []
-    for st in dict.fromkeys(smap.values()):
-        sites = [k for k in scores if smap[k] == st]
-        parent = lambda k: k.rsplit('.', 1)[0] if '.' in k else ''
-        blocks = {}
-        for k in sites: blocks.setdefault(parent(k), []).append(k)
-        groups = [b for b in blocks.values() if len(b) > 1] + [[b[0] for b in blocks.values() if len(b) == 1]]
-        for grp in groups:
-            for i in range(0, len(grp) - 1, 2): drop.append(grp[i + 1] if thin == 'bottom' else grp[i])
-    return drop
+    parent = lambda k: k.rsplit('.', 1)[0] if '.' in k else ''
+    by_parent, units = {}, []
+    for k in scores: by_parent.setdefault(parent(k), []).append(k)
+    for p, ks in by_parent.items():
+        sts = [smap[k] for k in ks]
+        if p and len(set(sts)) == len(sts): units.append(ks)        # a block (at most one site per stage): whole
+        else: units += [[k for k in ks if smap[k] == st] for st in dict.fromkeys(sts)]   # top level, Sequential: by stage
+    groups = [u for u in units if len(u) > 1]
+    for st in dict.fromkeys(smap.values()):                          # sites alone in their unit, paired in stage order
+        groups.append([u[0] for u in units if len(u) == 1 and smap[u[0]] == st])
+    drop = set()
+    for grp in groups:
+        for i in range(0, len(grp) - 1, 2): drop.add(grp[i + 1] if thin == 'bottom' else grp[i])
+    return [k for k in scores if k in drop]
 
 # %% ../nbs/04_budget.ipynb #69b6c757
 def deepreduce_candidates(scores:dict, # {site: Tensor}; used for the default criticality and the sizes

@@ -275,3 +275,20 @@ def test_end_to_end_cifar_resnet18(tmp_path):
     assert relu_count(net) == 114_688
     save_masks(a, tmp_path / 'm.safetensors')                  # one buffer per mask (safetensors refuses shared memory)
     assert all(torch.equal(v, a[k]) for k, v in load_masks(tmp_path / 'm.safetensors').items())
+
+def test_deepreduce_thinning_wrn_22_8_second_bn_relu_of_each_block():
+    "Bottom thinning on the relufied pre-activation WRN-22-8 drops `relu2` of all nine blocks and nothing else."
+    from relu_explore.models import wrn_22_8
+    from relu_explore.sites import relufy, get_masks, site_table
+    net = relufy(wrn_22_8(), torch.randn(2, 3, 32, 32))
+    ones = {k: torch.ones(v.shape) for k, v in get_masks(net).items()}
+    tab = site_table(net)
+    assert dict(zip(tab.site, tab.stage))['layer2.0.relu1'] == 'S1'      # a downsampling block straddles two stages
+    df = deepreduce_candidates(ones, stages=tab, criticality={'S1': 0., 'S2': 1., 'S3': 2.})
+    thinned_all = df[(df.culled.map(len) == 0) & df.thinned].iloc[0]
+    dropped = [k for k in ones if k not in thinned_all.sites]
+    assert dropped == [f'layer{i}.{j}.relu2' for i in (1, 2, 3) for j in (0, 1, 2)]
+    assert thinned_all.relus == 1_392_640 - sum(ones[k].numel() for k in dropped)
+    top = deepreduce_candidates(ones, stages=tab, criticality={'S1': 0., 'S2': 1., 'S3': 2.}, thin='top')
+    kept = top[(top.culled.map(len) == 0) & top.thinned].iloc[0].sites
+    assert [k for k in ones if k not in kept] == [f'layer{i}.{j}.relu1' for i in (1, 2, 3) for j in (0, 1, 2)]
