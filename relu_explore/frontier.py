@@ -15,7 +15,7 @@ import numpy as np, pandas as pd
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['config_hash', 'ResultsStore', 'Claim', 'load_results', 'sweep_points', 'on_front', 'pareto_front',
+__all__ = ['SELECTIONS', 'config_hash', 'ResultsStore', 'Claim', 'load_results', 'sweep_points', 'on_front', 'pareto_front',
            'published_frontiers']
 
 # %% ../nbs/07_frontier.ipynb #7aa86f72
@@ -500,11 +500,13 @@ def pareto_front(df:pd.DataFrame, # results, e.g. from `load_results`
 def _norm(s): return re.sub(r'[^a-z0-9]', '', str(s).lower())
 
 # %% ../nbs/07_frontier.ipynb #be2d8d3c
+SELECTIONS = ('test-set best', 'last', 'unknown')  # how a published accuracy was picked (column `selection`)
+
 def published_frontiers(dataset:str|None=None, # e.g. 'CIFAR-10', 'cifar100', 'TinyImageNet'
                         model:str|None=None, # substring, e.g. 'ResNet18'
                         method:str|None=None # e.g. 'SNL', 'DeepReDuce'
                        ) -> pd.DataFrame:
-    "Published (ReLUs, accuracy) points shipped with the package, optionally filtered."
+    "Published (ReLUs, accuracy) points shipped with the package, optionally filtered; `selection` says how each was picked."
     with resources.files('relu_explore').joinpath('published_frontiers.csv').open('r', encoding='utf-8') as fh:
         df = pd.read_csv(fh)
     df['relus'] = (df.relus_k * 1000).round().astype(int)

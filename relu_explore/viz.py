@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import torch.nn.functional as F
+from .frontier import SELECTIONS
 
 # %% auto #0
 __all__ = ['chart_rows', 'plot_layers', 'plot_sensitivity', 'plot_site_heatmap', 'plot_frontier', 'save_chart', 'chart_image',
@@ -16,6 +17,7 @@ __all__ = ['chart_rows', 'plot_layers', 'plot_sensitivity', 'plot_site_heatmap',
 # %% ../nbs/09_viz.ipynb #bee6aa27
 _MAX_ROWS = 5000                    # Altair's default MaxRowsError limit
 _KEEP, _GREY, _PUB = '#4c78a8', '#c7c7c7', '#8c8c8c'  # kept ReLUs, removed ReLUs, published points
+_SEL_FILL = {'test-set best': 'transparent', 'last': _PUB, 'unknown': _GREY}  # published points: hollow when picked on the test set
 _PUB_SHAPES = ['triangle-up', 'diamond', 'square', 'cross', 'triangle-down', 'triangle-left', 'triangle-right', 'wedge']
 
 def _alt():
@@ -245,12 +247,12 @@ def _pareto_flags(xs, ys) -> np.ndarray:
 
 # %% ../nbs/09_viz.ipynb #15da4a10
 def plot_frontier(results:pd.DataFrame, # our points: method, `x`, `y` (optional on_front, budget, model, dataset)
-                  published:pd.DataFrame|None=None, # published points (`published_frontiers()`): method, paper, `x`, `y`, source
+                  published:pd.DataFrame|None=None, # published points (`published_frontiers()`): method, paper, `x`, `y`, source (optional selection)
                   x:str='relus', # cost column (ReLUs per image)
                   y:str='acc', # quality column; fractions in [0, 1] are shown as percent
                   log_x:bool=True, # logarithmic x axis
                   width:int=480, height:int=320): # chart size in pixels
-    "Accuracy vs ReLU count: our points and per-method Pareto fronts in colour, published points in grey."
+    "Accuracy vs ReLU count: our points and per-method Pareto fronts in colour, published points in grey (hollow: picked on the test set)."
     alt = _alt()
     _need(results, ['method', x, y], 'results', "pass a results table, e.g. `relu_explore.frontier.load_results(out)`")
     r = results.reset_index(drop=True).copy()
@@ -265,6 +267,9 @@ def plot_frontier(results:pd.DataFrame, # our points: method, `x`, `y` (optional
         _need(published, ['method', x, y], 'published', "pass `relu_explore.frontier.published_frontiers(...)` (it has relus and acc)")
         p = published.reset_index(drop=True).copy()
         p['published'] = p.method.astype(str) + ' (published)'
+        p['selection'] = p.selection.fillna('unknown').astype(str) if 'selection' in p else 'unknown'
+        bad = sorted(set(p.selection) - set(SELECTIONS))
+        if bad: raise ValueError(f"published has selection value(s) {bad}: use one of {list(SELECTIONS)} (how the paper picked its checkpoint).")
     _check_rows(len(r) + (0 if p is None else len(p)), 'plot_frontier', "plot one sweep or one dataset at a time")
     ally = pd.concat([r[y]] + ([] if p is None else [p[y]])).astype(float).dropna()
     allx = pd.concat([r[x]] + ([] if p is None else [p[x]])).astype(float).dropna()
@@ -288,9 +293,11 @@ def plot_frontier(results:pd.DataFrame, # our points: method, `x`, `y` (optional
                   x=xe, y=ye, color=color,
                   tooltip=tips(r, ['method', 'budget', x, y, 'on_front', 'model', 'dataset']))]
     if p is not None:
-        layers.insert(0, alt.Chart(p).mark_point(filled=True, size=70, color=_PUB, opacity=0.8).encode(
-            x=xe, y=ye, shape=alt.Shape('published:N', scale=alt.Scale(range=_PUB_SHAPES), title='published'),
-            tooltip=tips(p, ['method', 'paper', 'model', 'dataset', x, y, 'source'])))
+        fill = alt.Fill('selection:N', scale=alt.Scale(domain=list(SELECTIONS), range=[_SEL_FILL[s] for s in SELECTIONS]),
+                        title='reported epoch', legend=alt.Legend(symbolStrokeColor=_PUB, symbolStrokeWidth=1.5))
+        layers.insert(0, alt.Chart(p).mark_point(filled=True, size=70, color=_PUB, stroke=_PUB, strokeWidth=1.5, opacity=0.8).encode(
+            x=xe, y=ye, shape=alt.Shape('published:N', scale=alt.Scale(range=_PUB_SHAPES), title='published'), fill=fill,
+            tooltip=tips(p, ['method', 'paper', 'model', 'dataset', x, y, 'selection', 'source'])))
     title = 'Accuracy vs ReLUs'
     for c in ('model', 'dataset'):
         if c in r and r[c].nunique() == 1: title += f" · {r[c].iloc[0]}"

@@ -234,3 +234,24 @@ def test_published_snl_cifar10_resnet18():
     assert named.source.str.contains('SNL').all() and named.paper.str.contains('2202.02340').all()
     assert len(published_frontiers('cifar10', 'resnet18', 'snl')) == len(df)
     fct.test_fail(lambda: published_frontiers(method='SENet2'), contains='known values')
+
+
+def test_published_selection_and_caveats():
+    "Points whose code keeps the best test epoch are marked; points of weaker standing say so in method and source."
+    from relu_explore.frontier import SELECTIONS
+    pub = published_frontiers()
+    assert pub.selection.isin(SELECTIONS).all() and pub.columns[-2:].tolist() == ['relus', 'acc']
+    by = pub.groupby('method').selection.agg(set)
+    for m in ['SNL', 'SNL (third-party rerun)', 'AutoReP', 'AutoReP (development log)', 'Sphynx']:
+        assert by[m] == {'test-set best'}, m
+    for m in ['DeepReDuce', 'baseline', 'CryptoNAS', 'SNIP', 'Knapsack (draft)']:
+        assert by[m] == {'unknown'}, m
+    rerun = published_frontiers('CIFAR-100', 'resnet18', 'SNL (third-party rerun)')
+    assert len(rerun) == 10 and rerun.relus.tolist()[:2] == [5859, 6896] and (rerun.relus < 491_520).all()
+    assert rerun.source.str.startswith('third-party rerun of the official code').all()
+    ks = published_frontiers(method='Knapsack (draft)')
+    assert ks.relus.tolist() == [16710, 33420, 50140, 66850, 83560, 100270]      # 3..18% of 557,056
+    assert ks.source.str.startswith('draft, not peer reviewed').all()
+    dev = published_frontiers('CIFAR-10', method='AutoReP (development log)')
+    assert len(dev) == 6 and dev.source.str.startswith('development log, not peer reviewed').all()
+    assert len(published_frontiers(method='SNL')) == 35                          # the exact filter leaves the rerun out

@@ -263,3 +263,17 @@ def test_get_model_without_timm(monkeypatch):
     with pytest.raises(ValueError) as e: get_model('cifar_resnet81')
     assert "'cifar_resnet18'" in str(e.value) and 'pip install timm' in str(e.value)
     assert get_model('resnet18').fc.out_features == 10      # torchvision names still work
+
+
+def test_readme_counting_totals_by_relufy():
+    "The totals of the README's counting section, as the package counts them (relufy + relu_total)."
+    from relu_explore.sites import relufy, relu_total, get_sites
+    x = torch.randn(1, 3, 32, 32)
+    r18, r18_ns = relufy(cifar_resnet18().eval(), x), relufy(cifar_resnet18(stem_relu=False).eval(), x)
+    assert relu_total(r18) == 557_056 and relu_total(r18_ns) == 491_520
+    # the no-stem count of the stem model is the same number, but not the same network: its stem ReLU is still there
+    assert relu_total(r18, include_stem=False) == 491_520 and len(get_sites(r18)) == 17 and len(get_sites(r18_ns)) == 16
+    w, w_nf = relufy(wrn_22_8().eval(), x), relufy(wrn_22_8(final_relu=False).eval(), x)
+    assert relu_total(w) == 1_392_640 and relu_total(w_nf) == 1_359_872
+    assert len(get_sites(w)) - len(get_sites(w_nf)) == 1 and relu_total(w) - relu_total(w_nf) == 512 * 8 * 8
+    assert relu_total(w, include_stem=False) == relu_total(w)           # a pre-activation WRN has no stem ReLU

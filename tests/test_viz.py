@@ -202,6 +202,25 @@ def test_frontier_with_shipped_published_points():
     p = d['layer'][0]
     assert len(_data(d, p)) == len(pub) and chart_rows(d) == len(pub) + 5
 
+def test_frontier_marks_points_picked_on_the_test_set():
+    fr = pytest.importorskip('relu_explore.frontier')
+    pub = fr.published_frontiers('CIFAR-100', model='ResNet18')
+    d = plot_frontier(_results().assign(relus=[25_000, 50_000, 100_000, 30_000, 60_000]), pub).to_dict()
+    p = d['layer'][0]
+    fill = p['encoding']['fill']
+    assert fill['field'] == 'selection' and fill['title'] == 'reported epoch'          # a legend of its own
+    fills = dict(zip(fill['scale']['domain'], fill['scale']['range']))
+    assert fills['test-set best'] == 'transparent' and 'transparent' not in (fills['last'], fills['unknown'])
+    assert p['mark']['stroke'] == '#8c8c8c'                                             # hollow points keep a grey outline
+    rows = _data(d, p)
+    assert set(rows[rows.method == 'SNL'].selection) == {'test-set best'}
+    assert set(rows[rows.method == 'DeepReDuce'].selection) == {'unknown'}
+    assert 'selection' in {t['field'] for t in p['encoding']['tooltip']}
+    own = pd.DataFrame(dict(method=['P'], relus=[15], acc=[0.5]))                      # no column: 'unknown'
+    d2 = plot_frontier(_results(), own).to_dict()
+    assert _data(d2, d2['layer'][0]).selection.tolist() == ['unknown']
+    fct.test_fail(lambda: plot_frontier(_results(), own.assign(selection='best epoch')), contains="'test-set best'")
+
 def test_frontier_errors():
     fct.test_fail(lambda: plot_frontier(_results().assign(relus=-1)), contains="log_x=False")
     fct.test_fail(lambda: plot_frontier(_results(), pd.DataFrame(dict(method=['P']))), contains="published_frontiers")
