@@ -118,6 +118,51 @@ def demo(out:str='demo_out', # folder for the results store, checkpoints and cha
     run_demo(out=out, budgets=budgets, method=method, strategy=strategy, epochs=epochs, teacher_epochs=teacher_epochs,
              model=model, seed=seed, append=append, charts=not no_charts)
 
+# %% ../nbs/11_cli.ipynb #f1273806
+def _cli_data(dataset, root, download, seed, valid_split, n_train, n_valid, test):
+    "(Data, test loader or None) for the sweep command: CIFAR in memory, an optional held-out split and subset."
+    cifar = dataset in ('cifar10', 'cifar100')
+    kw = dict(root=root, download=download) if cifar or dataset == 'imagefolder' else {}
+    if cifar:
+        kw['in_memory'] = True   # decoded once: distill keeps it on the GPU and augments there
+        kw['valid_split'] = valid_split if valid_split == 'test' else float(valid_split)
+    elif valid_split != 'test':
+        raise ValueError(f"--valid_split {valid_split} applies to CIFAR only; {dataset!r} has its own validation split.")
+    data = get_data(dataset, seed=seed, **kw)
+    if n_train or n_valid: data = data.subset(n_train or None, n_valid or None, seed=seed)
+    if not test: return data, None
+    if not cifar or valid_split == 'test':
+        raise ValueError("--test measures the final nets on the test set, so it needs CIFAR with a held-out --valid_split "
+                         "(e.g. 0.1): with --valid_split test, validation already is the test set.")
+    return data, get_data(dataset, seed=seed, **dict(kw, valid_split='test')).valid
+
+def _study_cli(out, model, mkw, data, test_dl, weights, teacher_epochs, teacher_lr, budgets, recipe, preset, seeds, seed,
+               epochs, append, labels):
+    "The --recipe path of `relu_explore_sweep`: teacher once, then `run_study`, then the table."
+    from relu_explore.study import run_study, load_or_train_teacher, current_keys, study_table, fingerprint, resolve_recipe
+    from relu_explore.sweeps import _budget_list
+    names = [r.strip() for r in recipe.split(',') if r.strip()]
+    for r in names: resolve_recipe(r)                       # a typo fails before the teacher trains
+    sl = [int(s) for s in seeds.split(',')] if seeds else [seed]
+    tdir = Path(out) if '://' not in str(out) else Path('relu_explore_teachers')
+    if weights:
+        from safetensors.torch import load_file
+        torch.manual_seed(seed)
+        teacher = get_model(model, num_classes=data.num_classes, **mkw)
+        teacher.load_state_dict(load_file(weights))
+        tinfo = dict(path=str(weights), valid_acc=float(evaluate(teacher, data.valid)['acc']))
+    else: teacher, tinfo = load_or_train_teacher(tdir, model, data, teacher_epochs, lr=teacher_lr, seed=seed, **mkw)
+    print(f"[relu_explore] teacher {tinfo['path']}: {100 * tinfo['valid_acc']:.2f}% validation accuracy", flush=True)
+    total = relu_total(relufy(teacher, data.example(2)))
+    bl = _budget_list([float(b) if '.' in b else int(b) for b in budgets.split(',') if b.strip()], total)
+    config = dict(kind='study', model=model, model_kw=mkw, data=data.name, **labels, n_train=len(data.train_ds),
+                  n_valid=len(data.valid_ds), teacher=fingerprint(tinfo.get('path')), preset=preset, epochs=epochs)
+    store = ResultsStore(out, config=config, append=append)
+    df = run_study(teacher, data, store, names, bl, sl, preset=preset, epochs=epochs, test=test_dl)
+    tab = study_table(df, current_keys(df, names, bl, sl, preset, epochs))
+    print(tab.to_string(index=False))
+    return tab
+
 # %% ../nbs/11_cli.ipynb #c4e9e478
 @call_parse
 def sweep_cli(out:str, # folder (or database URL) of the results store
@@ -130,13 +175,25 @@ def sweep_cli(out:str, # folder (or database URL) of the results store
               budgets:str='0.5,0.2,0.1,0.05', # keep fractions (<=1) or ReLU counts
               method:str='taylor', strategy:str='global', epochs:int=4, seed:int=0, lr:float=0.05,
               warm_start:store_true=False, # start each point from the next larger finished point
-              append:store_true=False): # add to a store made by another configuration
-    "Sweep ReLU budgets with distillation, persisting each point as it finishes."
-    kw = dict(root=root, download=download) if dataset in ('cifar10', 'cifar100', 'imagefolder') else {}
-    if dataset in ('cifar10', 'cifar100'): kw['in_memory'] = True   # decoded once: distill keeps it on the GPU and augments there
-    data = get_data(dataset, seed=seed, **kw)
+              append:store_true=False, # add to a store made by another configuration
+              recipe:str=None, # recipes instead of one scoring method, comma separated (`list_recipes()`, 'random_long', or scoring methods): a methods study
+              preset:str=None, # with --recipe: a key of `PRESETS` ('paper', 'cpu', 'digits')
+              seeds:str=None, # with --recipe: seeds, comma separated (default: --seed)
+              width:int=None, # model width (ours: base channels, e.g. 16 for a quarter-width ResNet18)
+              valid_split:str='test', # CIFAR: 'test', or a fraction of the training set held out for validation (e.g. 0.1)
+              n_train:int=None, # keep the first N training images
+              n_valid:int=None, # keep the first N validation images
+              test:store_true=False, # with --recipe and a held-out --valid_split: measure each finished net on the test set once
+              teacher_lr:float=None): # peak learning rate of the teacher (one-cycle; default: --lr)
+    "Sweep ReLU budgets with distillation, persisting each point as it finishes; with --recipe, a resumable methods study."
+    data, test_dl = _cli_data(dataset, root, download, seed, valid_split, n_train, n_valid, test)
+    mkw = dict(width=width) if width else {}
+    if recipe:
+        _study_cli(out, model, mkw, data, test_dl, weights, teacher_epochs, teacher_lr or lr, budgets, recipe, preset, seeds,
+                   seed, epochs, append, dict(dataset=dataset, valid_split=valid_split))
+        return
     torch.manual_seed(seed)
-    m = get_model(model, num_classes=data.num_classes)
+    m = get_model(model, num_classes=data.num_classes, **mkw)
     if weights:
         from safetensors.torch import load_file
         m.load_state_dict(load_file(weights))

@@ -1,0 +1,63 @@
+"The methods study: bench/methods_cifar_cpu.py (= relu_explore_sweep --recipe) on a tiny CIFAR copy, killed and resumed."
+import os, signal, subprocess, sys, time
+from pathlib import Path
+import pytest
+from relu_explore.frontier import load_results
+from test_data import _write_fake_cifar10
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ['--width', '4', '--n_train', '120', '--valid_split', '0.2', '--teacher_epochs', '1', '--recipe', 'random,taylor,random_long',
+        '--preset', 'digits', '--seeds', '0', '--budgets', '0.02', '--epochs', '3', '--threads', '1']
+
+def _bench(root, out, *extra):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    return subprocess.Popen([sys.executable, str(ROOT / 'bench' / 'methods_cifar_cpu.py'), '--root', str(root), '--out', str(out),
+                             *TINY, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+
+def _rows(out):
+    try: return load_results(out)
+    except Exception: return None
+
+@pytest.fixture(scope='module')
+def cifar(tmp_path_factory):
+    root = tmp_path_factory.mktemp('c10')
+    _write_fake_cifar10(root, n=40)
+    return root
+
+def test_study_bench_sigkill_resume(cifar, tmp_path):
+    out = tmp_path / 'study'
+    p = _bench(cifar, out)
+    t0 = time.time()
+    while time.time() - t0 < 300:
+        df = _rows(out)
+        if df is not None and len(df) >= 1: break
+        if p.poll() is not None: pytest.fail(f"the bench ended before a point was stored:\n{p.stdout.read()[-3000:]}")
+        time.sleep(0.1)
+    p.send_signal(signal.SIGKILL); p.wait()
+    before = _rows(out)
+    assert before is not None and 1 <= len(before) < 3, "kill after the first point, before the last"
+    kept = before.set_index('point_key')
+    masks = {f: f.stat().st_mtime_ns for f in (out / 'points').rglob('masks.safetensors')}
+    p = _bench(cifar, out); log, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, log[-3000:]
+    after = load_results(out).set_index('point_key')
+    assert len(after) == 3 and after.index.is_unique                       # the rest done, nothing twice
+    assert sorted(after.method) == ['random', 'random_long', 'taylor']
+    for k in kept.index:                                                   # finished points neither redone nor rewritten
+        assert after.loc[k, 'finished'] == kept.loc[k, 'finished'] and after.loc[k, 'acc'] == kept.loc[k, 'acc']
+    for f, t in masks.items(): assert f.stat().st_mtime_ns == t
+    long = after[after.method == 'random_long'].iloc[0]
+    assert long.train_epochs == after[after.method != 'random_long'].train_epochs.max()
+    assert after.test_acc.between(0, 1).all() and after.relus.eq(after.budget).all()
+    # the table of this configuration, from the store alone
+    p = _bench(cifar, out, '--table'); log, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, log[-3000:]
+    assert log.count('| 0.02') == 0 and log.count('| random_long |') == 1 and '| taylor |' in log
+
+def test_study_cli_errors(cifar, tmp_path):
+    from relu_explore.cli import sweep_cli
+    with pytest.raises(ValueError, match='held-out --valid_split'):
+        sweep_cli(str(tmp_path / 'a'), dataset='cifar10', root=str(cifar), recipe='random', test=True)
+    with pytest.raises(ValueError, match='unknown recipe'):
+        sweep_cli(str(tmp_path / 'b'), dataset='cifar10', root=str(cifar), valid_split='0.2', recipe='nope', width=4, model='cifar_resnet18',
+                  teacher_epochs=1, budgets='0.5')
