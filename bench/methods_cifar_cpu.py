@@ -6,7 +6,7 @@ the ReLUs of a quarter-width ResNet18 (139,264 ReLUs), two seeds, on a 2-core ma
 
 It is exactly this command (the same function), so the table can be reproduced from the shell:
 
-    relu_explore_sweep bench/out/methods_cifar_cpu --dataset cifar10 --root data --model cifar_resnet18 --width 16 \
+    relu_explore_sweep bench/results/methods_cifar_cpu --dataset cifar10 --root data --model cifar_resnet18 --width 16 \
       --valid_split 0.1 --n_train 20000 --test --teacher_epochs 15 --teacher_lr 0.1 \
       --recipe random,taylor,deepreduce,senet,snl,autorep,random_long --preset cpu --seeds 0,1 \
       --budgets 0.005,0.015,0.05 --epochs 4
@@ -27,7 +27,7 @@ STUDY = dict(dataset='cifar10', model='cifar_resnet18', width=16, valid_split='0
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--root', default='data', help="folder holding 'cifar-10-batches-py/'")
-    p.add_argument('--out', default='bench/out/methods_cifar_cpu', help='results store folder (the teacher is kept there too)')
+    p.add_argument('--out', default='bench/results/methods_cifar_cpu', help='results store folder (the teacher is kept there too)')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--table', action='store_true', help='print the stored table of this configuration and stop')
     for k, v in STUDY.items():

@@ -126,11 +126,16 @@ class _Tracer(fx.Tracer):
         super().__init__()
         self.leaf_types = tuple(l for l in leaf_modules if isinstance(l, type))
         self.leaf_names = {l for l in leaf_modules if isinstance(l, str)}
-        self.leaves = []
+        self.leaves, self.failed = [], None
     def is_leaf_module(self, m, qualname):
         if (self.leaf_types and isinstance(m, self.leaf_types)) or qualname in self.leaf_names:
             self.leaves.append(qualname); return True
         return super().is_leaf_module(m, qualname)
+    def call_module(self, m, forward, args, kwargs):
+        try: return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed is None: self.failed = self.path_of_module(m)   # the innermost module the error passed through
+            raise
 
 class _CountReLU(TorchFunctionMode):
     "Counts ReLU elements (per image) computed while active: used inside leaf modules."
@@ -141,9 +146,16 @@ class _CountReLU(TorchFunctionMode):
             if isinstance(out, torch.Tensor): self.n += out.numel() // max(self.batch, 1)
         return out
 
-def _other_nonlinearities(model):
+_OTHER_METHODS = {'sigmoid', 'sigmoid_', 'tanh', 'tanh_', 'relu6'}
+
+def _other_nonlinearities(model, gm=None):
+    "Other activation modules of `model`, and functional or method calls of them in the traced graph `gm`."
     c = Counter(type(m).__name__ for m in model.modules() if isinstance(m, _OTHER_ACTS))
-    return ', '.join(f"{k} x{v}" for k, v in c.most_common()) or 'none found'
+    for n in (gm.graph.nodes if gm is not None else ()):
+        if n.op == 'call_function' and n.target in _OTHER_FUNCS: c[_OTHER_FUNCS[n.target]] += 1
+        elif n.op == 'call_method' and n.target in _OTHER_METHODS: c[f".{n.target}()"] += 1
+    swish = ' (x * x.sigmoid() is Swish/SiLU)' if any(k in c for k in ('.sigmoid()', 'torch.sigmoid')) else ''
+    return (', '.join(f"{k} x{v}" for k, v in c.most_common()) + swish) or 'none found'
 
 # %% ../nbs/00_sites.ipynb #ffcd791c
 def _depends_on_input(node):
@@ -156,14 +168,24 @@ def _depends_on_input(node):
         todo.extend(n.all_input_nodes)
     return False
 
+def _first_line(e): return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+
 def _trace(model, leaf_modules):
-    tracer = _Tracer(leaf_modules)
-    try: graph = tracer.trace(model)
-    except Exception as e:
-        raise RuntimeError(f"torch.fx could not trace {type(model).__name__}: {type(e).__name__}: {e}\n"
-            "Pass the blocks it cannot trace as `relufy(model, example, leaf_modules=(BlockClass, 'path.to.block'))`: "
-            "their ReLUs are then reported as invisible, and the rest of the network is relufied.") from e
-    return fx.GraphModule(tracer.root, graph, model.__class__.__name__), tracer.leaves
+    "(GraphModule, leaf qualnames, {block: why} of the blocks made leaves because fx failed inside them)."
+    auto = {}
+    while True:
+        tracer = _Tracer(tuple(leaf_modules) + tuple(auto))
+        try:
+            graph = tracer.trace(model); break
+        except Exception as e:
+            if tracer.failed is None or tracer.failed in auto:
+                tried = f" (already kept whole because they could not be traced: {', '.join(auto)})" if auto else ''
+                raise RuntimeError(f"torch.fx could not trace {type(model).__name__}: {_first_line(e)}\n"
+                    f"The failing code is in {type(model).__name__}.forward itself, not in a submodule{tried}, so no block can be "
+                    "kept whole in its place: move that code into a submodule (relufy then keeps it whole) or make it traceable "
+                    "(no Python control flow or int()/bool() on tensor values; see torch.fx's limitations).") from e
+            auto[tracer.failed] = _first_line(e)
+    return fx.GraphModule(tracer.root, graph, model.__class__.__name__), tracer.leaves, auto
 
 # %% ../nbs/00_sites.ipynb #31c6d935
 def _propagate(gm, example, leaves):
@@ -191,7 +213,7 @@ def _propagate(gm, example, leaves):
 # %% ../nbs/00_sites.ipynb #740c4270
 def relufy(model:nn.Module, # any CNN; it is copied, never modified
            example:torch.Tensor, # an input batch `(N, ...)` the model accepts: shapes come from running it
-           leaf_modules:tuple=(), # module classes or qualified names fx must not trace into
+           leaf_modules:tuple=(), # module classes or qualified names fx must not trace into (blocks fx fails in are found by themselves)
            replacement:str='identity', # what a removed ReLU becomes: 'identity' or 'poly'
           ) -> fx.GraphModule:
     "A copy of `model` with one `MaskedReLU` per ReLU call, all masks 1."
@@ -201,21 +223,25 @@ def relufy(model:nn.Module, # any CNN; it is copied, never modified
     if any(isinstance(m, MaskedReLU) for m in model.modules()):
         raise ValueError("This model is already relufied: use it as it is (or relufy the original model).")
     model = copy.deepcopy(model)
-    gm, leaves = _trace(model, leaf_modules)
+    gm, leaves, auto = _trace(model, leaf_modules)
     p = next(iter(gm.parameters()), None)
     if p is not None: example = example.to(p.device)
     hidden = _propagate(gm, example, leaves)
     nodes = find_relu_nodes(gm)
     if not nodes and not any(hidden.values()):
         raise ValueError(f"{type(model).__name__} has no ReLU call, so there is nothing to reduce. "
-                         f"Other non-linearities found: {_other_nonlinearities(model)}. "
-                         "relu_explore masks ReLUs only (ReLU6, Hardswish, GELU and SiLU are not ReLUs).")
+                         f"Other non-linearities found: {_other_nonlinearities(model, gm)}. "
+                         "relu_explore masks ReLUs only (ReLU6, Hardswish, GELU, SiLU and sigmoid gates are not ReLUs).")
     for l, n in hidden.items():
-        if n: warnings.warn(f"Leaf module '{l}' hides {n:,} ReLU elements per image that relufy cannot see or mask; "
-                            "they are not counted by relu_count. Make the block traceable to include them.", stacklevel=2)
+        why = (f"torch.fx cannot trace '{l}' ({type(gm.get_submodule(l)).__name__}: {auto[l]}), so relufy keeps it whole: it"
+               if l in auto else f"Leaf module '{l}'")
+        if n: warnings.warn(f"{why} hides {n:,} ReLU elements per image that relufy cannot see or mask; they are not counted by "
+                            "relu_count. Make the block traceable to include them.", stacklevel=2)
+        elif l in auto: warnings.warn(f"{why} holds no ReLU (0 hidden), so the counts are exact.", stacklevel=2)
     _apply(gm, nodes, example.shape[0], replacement)
     gm.register_buffer('_relu_explore_input_shape', torch.tensor(example.shape[1:]), persistent=False)
-    gm._relu_explore_hidden = hidden
+    gm._relu_explore_hidden = hidden   # {leaf block: ReLU elements per image inside it}
+    gm._relu_explore_untraceable = auto   # {block kept whole because fx failed inside it: the error}
     return gm
 
 # %% ../nbs/00_sites.ipynb #a69b3f66
@@ -363,8 +389,10 @@ def save_masks(masks_or_net, # a masks dict or a relufied net
     from safetensors.torch import save_file
     masks = get_masks(masks_or_net) if isinstance(masks_or_net, nn.Module) else masks_or_net
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: torch.as_tensor(v).detach().float().contiguous().cpu() for k, v in masks.items()}, str(path),
-              metadata={'format': 'relu_explore.masks', 'version': '1'})
+    def enc(v):   # binary masks are stored as uint8 (4x smaller, lossless); `load_masks` gives float32 back
+        v = torch.as_tensor(v).detach().cpu()
+        return (v.to(torch.uint8) if bool(((v == 0) | (v == 1)).all()) else v.float()).contiguous()
+    save_file({k: enc(v) for k, v in masks.items()}, str(path), metadata={'format': 'relu_explore.masks', 'version': '1'})
     return path
 
 def load_masks(path, net:nn.Module=None) -> dict:
@@ -375,7 +403,7 @@ def load_masks(path, net:nn.Module=None) -> dict:
     try:
         with safe_open(str(path), framework='pt') as f:
             meta = f.metadata() or {}
-            masks = {k: f.get_tensor(k) for k in f.keys()}
+            masks = {k: f.get_tensor(k).float() for k in f.keys()}
     except Exception as e:
         raise ValueError(f"{path} is not a readable safetensors masks file ({type(e).__name__}: {e}). "
                          "It may be truncated or corrupt: save it again with `save_masks`.") from e

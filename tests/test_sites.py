@@ -169,3 +169,14 @@ def test_timm_untraceable_leaf_modules():
     with pytest.warns(UserWarning, match="'pre_logits' hides"): net = relufy(m, x, leaf_modules=('pre_logits',))
     with torch.no_grad(): torch.testing.assert_close(net(x), m(x), atol=1e-6, rtol=0)
     assert relu_count(net) > 0 and len(get_sites(net)) == 8
+
+
+def test_binary_masks_stored_as_uint8_and_loaded_as_float(tmp_path):
+    from safetensors import safe_open
+    from relu_explore.sites import save_masks, load_masks
+    m = {'a': (torch.rand(3, 4, 4) > 0.5).float(), 'b': torch.tensor([0.25, 1.0])}
+    p = save_masks(m, tmp_path / 'm.safetensors')
+    with safe_open(str(p), framework='pt') as f: dt = {k: f.get_tensor(k).dtype for k in f.keys()}
+    assert dt == {'a': torch.uint8, 'b': torch.float32}          # binary: 1 byte per element; fractional kept exactly
+    back = load_masks(p)
+    assert all(back[k].dtype == torch.float32 and torch.equal(back[k], m[k]) for k in m)
