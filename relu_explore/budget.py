@@ -11,7 +11,8 @@ import torch
 from .sites import stage_of
 
 # %% auto #0
-__all__ = ['Allocation', 'masks_summary', 'register_strategy', 'list_strategies', 'allocate', 'deepreduce_candidates']
+__all__ = ['Allocation', 'masks_summary', 'register_strategy', 'list_strategies', 'allocate', 'deepreduce_candidates',
+           'deepreduce_reshaped']
 
 # %% ../nbs/04_budget.ipynb #92d7035d
 def _np(t:torch.Tensor) -> np.ndarray:
@@ -396,3 +397,30 @@ def _deepreduce(scores:dict, budget:int, exact:bool=True,
     masks = {k: _to_mask(np.full(tuple(v.shape), float(k in keep)), v) for k, v in scores.items()}
     return masks, dict(culled=list(best.culled), thinned=bool(best.thinned), reachable_below=lo, reachable_above=hi,
                        criticality=df.attrs['criticality'])
+
+# %% ../nbs/04_budget.ipynb #898479f3
+def deepreduce_reshaped(variants:dict, # {(alpha, rho): {site: shape or Tensor}}: the per-image sites of each reshaped network
+                        criticality:dict, # {stage: float} measured on the original network, higher = more critical
+                        thin='bottom', # as in `deepreduce_candidates`: 'bottom', 'top', a list of sites, or None
+                        stages:dict|None=None # {(alpha, rho): {site: stage} or a site/stage DataFrame}; None: the spatial-size rule
+                       ) -> pd.DataFrame:
+    "DeepReDuce's candidates over reshaped networks: (α, ρ) × culled stages × thinning, one row each with its ReLU count."
+    if not isinstance(variants, dict) or not variants:
+        raise ValueError("variants must be a non-empty dict {(alpha, rho): {site: shape}}, e.g. {(1., 1.): shapes_of_the_original}.")
+    if not isinstance(criticality, dict):
+        raise ValueError("criticality= must be a dict {stage: float} measured on the original network (DeepReDuce's stage order).")
+    parts = []
+    for key, sites in variants.items():
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise ValueError(f"variant key {key!r} must be a pair (alpha, rho), e.g. (0.5, 1.0).")
+        sc = {k: v if isinstance(v, torch.Tensor) else torch.ones(tuple(v)) for k, v in sites.items()}
+        st = _stage_map(sc, None if stages is None else stages.get(key))
+        missing = [s for s in dict.fromkeys(st.values()) if s not in criticality]
+        if missing: raise ValueError(f"variant alpha={key[0]}, rho={key[1]} has stage(s) {missing} that criticality= does not rate "
+                                     f"({list(criticality)}): the reshaped network must keep the original's stages.")
+        df = deepreduce_candidates(sc, stages=st, criticality=criticality, thin=thin)
+        df.insert(0, 'rho', float(key[1])); df.insert(0, 'alpha', float(key[0]))
+        parts.append(df)
+    out = pd.concat(parts, ignore_index=True)
+    out.attrs['criticality'] = dict(criticality)
+    return out

@@ -9,8 +9,8 @@ import torch, torch.nn as nn, torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['TinyNet', 'tiny_net', 'DeadChannelNet', 'dead_channel_net', 'CifarBasicBlock', 'CifarBottleneck', 'CifarResNet',
-           'cifar_resnet18', 'cifar_resnet34', 'cifar_resnet50', 'PreActBlock', 'WideResNet', 'wrn_22_8', 'CifarVGG',
-           'cifar_vgg16', 'digits_resnet', 'list_models', 'get_model']
+           'cifar_resnet18', 'cifar_resnet34', 'cifar_resnet50', 'PreActBlock', 'WideResNet', 'wrn_22_8',
+           'reshape_model', 'CifarVGG', 'cifar_vgg16', 'digits_resnet', 'list_models', 'get_model']
 
 # %% ../nbs/02_models.ipynb #58dac562
 class TinyNet(nn.Module):
@@ -204,6 +204,27 @@ def wrn_22_8(num_classes:int=10, # number of outputs
             ) -> WideResNet:
     "Pre-activation WRN-22-8 (widths 16/128/256/512, 3 blocks per stage)."
     return WideResNet(22, 8, num_classes, in_chans, dropout, final_relu)
+
+# %% ../nbs/02_models.ipynb #a5fc43c1
+def reshape_model(model:nn.Module, # a `CifarResNet` (cifar_resnet18/34/50, digits_resnet); its weights are not copied
+                  alpha:float=1., # width multiplier α: the stem's and every stage's channels times α (a whole number must remain)
+                  rho:float=1. # resolution multiplier ρ: the stem stride is divided by ρ (0.5: stride 2, every map halved)
+                 ) -> nn.Module:
+    "A freshly initialised network of `model`'s family at width × α and resolution × ρ (DeepReDuce's ReLU reshaping)."
+    if not isinstance(model, CifarResNet):
+        raise TypeError(f"reshape_model knows CifarResNet (cifar_resnet18/34/50, digits_resnet), not {type(model).__name__}: build "
+                        "the reshaped network yourself and pass it, e.g. deepreduce_recipe(..., builder=lambda alpha, rho: my_net(alpha, rho)).")
+    for name, v in (('alpha', alpha), ('rho', rho)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise ValueError(f"{name}={v!r} must be a number in (0, 1], e.g. 0.5.")
+    width, stride = model.conv1.out_channels * alpha, model.conv1.stride[0] / rho
+    if width < 1 or abs(width - round(width)) > 1e-9:
+        raise ValueError(f"alpha={alpha} gives {width:g} stem channels (of {model.conv1.out_channels}): pick an alpha that leaves a whole number >= 1.")
+    if abs(stride - round(stride)) > 1e-9:
+        raise ValueError(f"rho={rho} gives a stem stride of {stride:g}: pick a rho whose inverse is a whole number (0.5, 0.25).")
+    layers = [len(getattr(model, f"layer{i}")) for i in range(1, model.stages + 1)]
+    return CifarResNet(type(model.layer1[0]), layers, model.fc.out_features, round(width), model.conv1.in_channels,
+                       isinstance(model.relu, nn.ReLU), round(stride))
 
 # %% ../nbs/02_models.ipynb #305be037
 _VGG16 = [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M']

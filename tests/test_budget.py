@@ -292,3 +292,25 @@ def test_deepreduce_thinning_wrn_22_8_second_bn_relu_of_each_block():
     top = deepreduce_candidates(ones, stages=tab, criticality={'S1': 0., 'S2': 1., 'S3': 2.}, thin='top')
     kept = top[(top.culled.map(len) == 0) & top.thinned].iloc[0].sites
     assert [k for k in ones if k not in kept] == [f'layer{i}.{j}.relu1' for i in (1, 2, 3) for j in (0, 1, 2)]
+
+def test_deepreduce_reshaped_published_c100_counts():
+    "The published DeepReDuce C100 points below 115K ReLUs (ALGORITHMS.md §1.6) are candidates of the reshaped ResNet18s, count for count."
+    from relu_explore.budget import deepreduce_reshaped
+    from relu_explore.models import cifar_resnet18, reshape_model
+    from relu_explore.sites import relufy, get_masks, relu_total
+    base = cifar_resnet18(num_classes=100)
+    variants = {}
+    for r in (1., .5):                                   # width before resolution: the recipe's order, so ties go to alpha
+        for a in (1., .5):
+            net = relufy(reshape_model(base, a, r), torch.randn(2, 3, 32, 32))
+            variants[(a, r)] = {k: tuple(v.shape) for k, v in get_masks(net).items()}
+            assert relu_total(net) == 557_056 * a * r * r
+    df = deepreduce_reshaped(variants, criticality={'S1': 0., 'S4': 1., 'S2': 2., 'S3': 3.})
+    idx = df.set_index(['alpha', 'rho', 'culled', 'thinned']).relus
+    published = {'C100_57K': (.5, 1., ('S1',), True, 57_344), 'C100_49K': (.5, 1., ('S1', 'S4'), True, 49_152),
+                 'C100_29K': (1., .5, ('S1',), True, 28_672), 'C100_14K': (.5, .5, ('S1',), True, 14_336),
+                 'C100_12K': (.5, .5, ('S1', 'S4'), True, 12_288), 'C100_115K': (1., 1., ('S1',), True, 114_688)}
+    for name, (a, r, cu, th, n) in published.items(): assert idx[(a, r, cu, th)] == n, name
+    fits = df[df.relus <= 57_344]
+    best = fits.loc[fits.relus.idxmax()]
+    assert (best.alpha, best.rho, best.culled, best.thinned) == (.5, 1., ('S1',), True)
