@@ -162,13 +162,15 @@ def test_thin_and_onnx(tmp_path):
     with torch.no_grad(): torch.testing.assert_close(torch.from_numpy(y), net(x), atol=1e-4, rtol=1e-4)
 
 def test_timm_untraceable_leaf_modules():
-    "timm's VGG head has data-dependent control flow: a clear error, then leaf_modules makes it work and warns."
+    "timm's VGG head has data-dependent control flow: relufy keeps it whole by itself and says what it hides; leaf_modules= still works."
     m = _timm('vgg11').eval()
     x = torch.randn(2, 3, 64, 64)
-    with pytest.raises(RuntimeError, match='leaf_modules'): relufy(m, x)
+    with pytest.warns(UserWarning, match="cannot trace 'pre_logits'.*hides"): auto = relufy(m, x)
     with pytest.warns(UserWarning, match="'pre_logits' hides"): net = relufy(m, x, leaf_modules=('pre_logits',))
-    with torch.no_grad(): torch.testing.assert_close(net(x), m(x), atol=1e-6, rtol=0)
-    assert relu_count(net) > 0 and len(get_sites(net)) == 8
+    for n in (auto, net):
+        with torch.no_grad(): torch.testing.assert_close(n(x), m(x), atol=1e-6, rtol=0)
+        assert relu_count(n) > 0 and len(get_sites(n)) == 8
+    assert relu_count(auto) == relu_count(net) and auto._relu_explore_hidden == net._relu_explore_hidden
 
 
 def test_binary_masks_stored_as_uint8_and_loaded_as_float(tmp_path):
@@ -180,3 +182,86 @@ def test_binary_masks_stored_as_uint8_and_loaded_as_float(tmp_path):
     assert dt == {'a': torch.uint8, 'b': torch.float32}          # binary: 1 byte per element; fractional kept exactly
     back = load_masks(p)
     assert all(back[k].dtype == torch.float32 and torch.equal(back[k], m[k]) for k in m)
+
+
+# ---------- blocks torch.fx cannot trace are found and kept whole ----------
+class ChannelShuffle(nn.Module):
+    "ShuffleNet's channel shuffle: `int()` of a traced shape stops torch.fx; no ReLU inside."
+    def __init__(self, groups=2): super().__init__(); self.groups = groups
+    def forward(self, x):
+        n, c, h, w = x.shape[0], int(x.shape[1]), x.shape[2], x.shape[3]
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+class GatedBlock(nn.Module):
+    "Data-dependent control flow around two ReLU calls: untraceable, and it hides ReLUs."
+    def __init__(self, c): super().__init__(); self.conv, self.relu = nn.Conv2d(c, c, 3, padding=1), nn.ReLU()
+    def forward(self, x):
+        h = self.relu(self.conv(x))
+        if int(x.shape[1]) % 2 == 0: h = F.relu(h - 0.1)
+        return h
+
+class ShuffleUnit(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.bn1, self.shuffle = nn.Conv2d(c, c, 1), nn.BatchNorm2d(c), ChannelShuffle()
+        self.conv2, self.bn2, self.relu = nn.Conv2d(c, c, 3, padding=1, groups=2), nn.BatchNorm2d(c), nn.ReLU(inplace=True)
+    def forward(self, x):
+        h = self.shuffle(self.relu(self.bn1(self.conv1(x))))
+        return self.relu(x + self.bn2(self.conv2(h)))
+
+class ShuffleToy(nn.Module):
+    def __init__(self, gated=False):
+        super().__init__()
+        self.stem, self.relu = nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()
+        self.stage = nn.Sequential(ShuffleUnit(8), ShuffleUnit(8))
+        self.gate = GatedBlock(8) if gated else nn.Identity()
+        self.fc = nn.Linear(8, 10)
+    def forward(self, x): return self.fc(self.gate(self.stage(self.relu(self.stem(x)))).mean((2, 3)))
+
+def test_untraceable_relu_free_block_relufies_exactly_without_hints(relu_counter):
+    torch.manual_seed(0)
+    m, x = ShuffleToy().eval(), torch.randn(2, 3, 16, 16)
+    n_ref, calls = relu_counter(m, x)
+    assert (n_ref, calls) == (5 * 8 * 16 * 16, 5)               # stem + 2 per unit, none inside the shuffles
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        net = relufy(m, x)
+    assert relu_count(net) == n_ref and len(get_sites(net)) == calls
+    with torch.no_grad(): assert torch.equal(net(x), m(x))
+    assert set(net._relu_explore_untraceable) == {'stage.0.shuffle', 'stage.1.shuffle'}
+    assert net._relu_explore_hidden == {'stage.0.shuffle': 0, 'stage.1.shuffle': 0}
+    msgs = [str(i.message) for i in w]
+    assert sum("cannot trace 'stage.0.shuffle' (ChannelShuffle: TypeError: int()" in s and 'holds no ReLU (0 hidden)' in s for s in msgs) == 1
+    masks = get_masks(net); set_masks(net, {k: torch.zeros_like(v) for k, v in masks.items()})
+    assert relu_count(net) == 0                                  # every ReLU outside the shuffles is maskable
+
+def test_untraceable_block_with_relus_is_reported_with_its_count(relu_counter):
+    torch.manual_seed(0)
+    m, x = ShuffleToy(gated=True).eval(), torch.randn(2, 3, 16, 16)
+    n_ref, _ = relu_counter(m, x)
+    with pytest.warns(UserWarning, match=r"cannot trace 'gate' \(GatedBlock: .*hides 4,096 ReLU elements per image"):
+        net = relufy(m, x)
+    assert net._relu_explore_hidden['gate'] == 2 * 8 * 16 * 16
+    assert relu_count(net) == n_ref - 2 * 8 * 16 * 16 == 5 * 8 * 16 * 16
+    with torch.no_grad(): assert torch.equal(net(x), m(x))
+    # explicit leaf_modules win: named blocks are kept whole from the start, the rest is still found
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        net2 = relufy(m, x, leaf_modules=(GatedBlock,))
+    assert 'gate' not in net2._relu_explore_untraceable and set(net2._relu_explore_untraceable) == {'stage.0.shuffle', 'stage.1.shuffle'}
+    assert any("Leaf module 'gate' hides 4,096" in str(i.message) for i in w)
+
+def test_untraceable_code_in_the_models_own_forward_names_the_fix():
+    class Root(nn.Module):
+        def __init__(self): super().__init__(); self.c = nn.Conv2d(3, 4, 3, padding=1)
+        def forward(self, x): return F.relu(self.c(x)).reshape(x.shape[0], int(x.shape[1]) * 4, -1)
+    with pytest.raises(RuntimeError, match=r"Root.forward itself, not in a submodule"): relufy(Root(), torch.randn(2, 3, 8, 8))
+
+def test_no_relu_error_counts_functional_and_method_nonlinearities():
+    class Swish(nn.Module):
+        def __init__(self): super().__init__(); self.c1, self.c2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+        def forward(self, x):
+            h = self.c1(x); h = h * h.sigmoid()                 # Swish as a method call
+            h = self.c2(h); return F.silu(h) + torch.tanh(h)
+    with pytest.raises(ValueError, match=r"no ReLU call") as e: relufy(Swish(), torch.randn(2, 3, 8, 8))
+    for part in ('.sigmoid() x1', 'F.silu x1', 'torch.tanh x1', 'is Swish'): assert part in str(e.value), str(e.value)
