@@ -12,15 +12,17 @@ import numpy as np, pandas as pd
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import RandomSampler
 from .sites import MaskedReLU, relufy, get_sites, set_masks, relu_count, relu_total, site_table
-from .budget import allocate, deepreduce_candidates, _resolve_budget
-from .distill import distill, evaluate, snl_loss, pick_device, stage_output_sites, _kl_t
+from .budget import allocate, deepreduce_candidates, deepreduce_reshaped, _resolve_budget
+from .models import reshape_model
+from .distill import distill, evaluate, snl_loss, pick_device, stage_output_sites, _kl_t, StepHook
 from .sensitivity import score
+from .data import Data, as_data
 
 # %% auto #0
 __all__ = ['PRESETS', 'PAPER_SETTINGS', 'MethodResult', 'register_recipe', 'list_recipes', 'run_recipe', 'PaperSetting',
            'paper_setting', 'paper_table', 'random_recipe', 'scored_recipe', 'deepreduce_recipe', 'senet_recipe',
-           'snl_recipe', 'hysteresis_gate', 'dapa_coeffs', 'dapa_init', 'autorep_recipe', 'compare_recipes',
-           'method_run_point']
+           'snl_recipe', 'hysteresis_gate', 'dapa_coeffs', 'autorep_coeffs', 'dapa_init', 'autorep_recipe',
+           'compare_recipes', 'method_run_point']
 
 # %% ../nbs/06_methods.ipynb #3ecd04a7
 @dataclass(repr=False)
@@ -32,7 +34,7 @@ class MethodResult:
     relus:int # kept ReLUs, `relu_count(net)`: every site, the stem included
     relus_no_stem:int # kept ReLUs without the stem site, `relu_count(net, include_stem=False)`
     total:int # all ReLUs of the model, `relu_total(net)`
-    acc:float # validation accuracy (a fraction)
+    acc:float # validation accuracy (a fraction) of the net as it ends: the last epoch's, never a selected one
     notes:dict = field(default_factory=dict) # what was done: stage criticalities, counts, λ schedule, histories...
 
     @property
@@ -41,10 +43,11 @@ class MethodResult:
         return self.relus / self.total
 
     def to_row(self) -> dict:
-        "The figures as one table row: method, budget, relus, relus_no_stem, total, keep_frac, acc (+ seed, epochs)."
+        "One table row: method, budget, relus, relus_no_stem, total, keep_frac, acc, acc_best, best_epoch, selected, stem_relu (+ seed, epochs)."
         row = dict(method=self.method, budget=self.budget, relus=self.relus, relus_no_stem=self.relus_no_stem,
                    total=self.total, keep_frac=self.keep_frac, acc=self.acc)
-        row.update({k: self.notes[k] for k in ('seed', 'train_epochs', 'seconds') if k in self.notes})
+        row.update({k: self.notes[k] for k in ('acc_best', 'best_epoch', 'selected', 'stem_relu', 'seed', 'train_epochs', 'seconds')
+                    if k in self.notes})
         return row
 
     def __repr__(self):
@@ -81,7 +84,7 @@ PRESETS = {
 
 def run_recipe(name:str, # a name from `list_recipes()`
                model:nn.Module, # the trained dense model: relufied inside, and the KD teacher
-               data, # a relu_explore `Data` (train and valid loaders)
+               data, # a `Data`, or what `as_data` takes: (train_loader, valid_loader), (x, y) tensors, (train_set, valid_set)
                budget:int|None=None, # kept ReLU elements per image, every site counted (or pass keep_frac=)
                preset:str|None=None, # a key of `PRESETS` whose options for this recipe are used (given options win)
                **opts) -> MethodResult: # epochs=, seed=, keep_frac=, device= and the recipe's own options
@@ -92,7 +95,7 @@ def run_recipe(name:str, # a name from `list_recipes()`
         raise ValueError(f"unknown preset {preset!r}: use one of {list(PRESETS)} or None (the recipes' own defaults).")
     kw = {**(PRESETS[preset].get(name, {}) if preset else {}), **opts}
     t0 = time.perf_counter()
-    res = _RECIPES[name](model, data, budget, **kw)
+    res = _RECIPES[name](model, as_data(data), budget, **kw)
     res.notes.update(seconds=time.perf_counter() - t0, options=dict(kw, preset=preset))
     return res
 
@@ -146,18 +149,28 @@ def _start(model, data, budget, keep_frac, replacement='identity'):
     if any(isinstance(m, MaskedReLU) for m in model.modules()):
         raise ValueError("model is already relufied: pass the trained dense model (the recipe relufies a copy and uses "
                          "the dense model as the distillation teacher).")
-    if not (hasattr(data, 'train') and hasattr(data, 'valid') and hasattr(data, 'example')):
-        raise TypeError(f"data must be a relu_explore Data (train/valid loaders, example()), got {type(data).__name__}: "
-                        "build one with relu_explore.data.digits_data() or cifar10_data().")
+    if not isinstance(data, Data):
+        as_data(data)                                        # what it cannot use is refused there, with the forms it takes
+        raise TypeError(f"a recipe function called directly takes a relu_explore Data, got {type(data).__name__}: call "
+                        "run_recipe(name, model, data, ...), which adapts your data with as_data, or pass as_data(data).")
     net = relufy(model, data.example(2), replacement=replacement)
     total = relu_total(net)
     return net, _resolve_budget(budget, keep_frac, total), total
 
-def _finish(name, net, data, budget, total, notes, device, seed, train_epochs) -> MethodResult:
-    "Measure `net` and wrap it up."
-    acc = evaluate(net, data.valid, device=device)['acc']
-    notes = dict(notes, seed=seed, train_epochs=train_epochs)
-    return MethodResult(name, net, int(budget), relu_count(net), relu_count(net, include_stem=False), total, float(acc), notes)
+def _best_epoch(curve, acc) -> dict:
+    "`acc_best`/`best_epoch`: the highest `valid_acc` of `curve` (epochs of the final phase) and its epoch; `acc` and None without one."
+    if isinstance(curve, pd.DataFrame) and len(curve) and 'valid_acc' in curve and curve['valid_acc'].notna().any():
+        i = curve['valid_acc'].idxmax()
+        return dict(acc_best=float(curve['valid_acc'][i]), best_epoch=int(curve['epoch'][i]))
+    return dict(acc_best=float(acc), best_epoch=None)
+
+def _finish(name, net, data, budget, total, notes, device, seed, train_epochs, curve=None) -> MethodResult:
+    "Measure `net` as it ends (the result), note the best epoch of `curve` (default `notes['history']`) beside it, wrap it up."
+    acc = float(evaluate(net, data.valid, device=device)['acc'])
+    best = _best_epoch(notes.get('history') if curve is None else curve, acc)
+    notes = dict(notes, seed=seed, train_epochs=train_epochs, selected='last', **best,
+                 stem_relu=relu_total(net) != relu_total(net, include_stem=False))
+    return MethodResult(name, net, int(budget), relu_count(net), relu_count(net, include_stem=False), total, acc, notes)
 
 def _keep_top(net, values:dict, budget:int):
     "Set the masks of the per-image sites to the `budget` largest `values` over all of them (exact count)."
@@ -225,35 +238,108 @@ def scored_recipe(model:nn.Module, # the trained dense model (also the teacher)
                    device, seed, epochs)
 
 # %% ../nbs/06_methods.ipynb #70290903
+def _reshaped_variants(model, net, data, alphas, rhos, builder, seed) -> dict:
+    "{(alpha, rho): relufied net}: `net` itself at (1, 1), the others built fresh (seeded) by `builder` or `reshape_model`."
+    out = {}
+    for r in rhos:                                   # width variants before resolution ones: ties go to the width (as C100_57K)
+        for a in alphas:
+            key = (float(a), float(r))
+            if key in out: continue
+            if key == (1., 1.): out[key] = net; continue
+            torch.manual_seed(int(seed))
+            m = builder(a, r) if builder is not None else reshape_model(model, a, r)
+            if not isinstance(m, nn.Module): raise TypeError(f"builder({a}, {r}) must return an nn.Module, got {type(m).__name__}.")
+            out[key] = relufy(m.cpu(), data.example(2))
+    if not out: raise ValueError("alphas= and rhos= must each name at least one multiplier, e.g. alphas=(1., .5).")
+    return out
+
+def _load_if_same(net, model) -> bool:
+    "Copy `model`'s weights into the relufied `net` when every tensor has the same name and shape (a ρ-only reshape)."
+    src, dst = model.state_dict(), net.state_dict()
+    if any(k not in dst or dst[k].shape != v.shape for k, v in src.items()): return False
+    net.load_state_dict(src, strict=False)
+    return True
+
 @register_recipe('deepreduce')
 def deepreduce_recipe(model:nn.Module, # the trained dense model (also the teacher)
-                      data, # a relu_explore `Data`
+                      data, # a relu_explore `Data`; `data.valid` rates the stage-only nets (hold out part of train for it)
                       budget:int|None=None, # most kept ReLUs (the largest candidate not above it is taken)
                       epochs:int=3, # KD epochs of the chosen network
                       seed:int=0,
                       *, keep_frac:float|None=None, # instead of `budget`: a fraction of all ReLUs
-                      crit_epochs:int=0, # KD epochs of each stage-only network before it is measured (0: dense weights)
+                      crit_epochs:int=0, # KD epochs of each stage-only network before it is measured (0: the dense weights, untrained)
                       thin:str|None='bottom', # thinning: 'bottom' (after the addition), 'top', or None (culling only)
+                      alphas=(1.,), # width multipliers of the candidates (DeepReDuce: 1 and 0.5); (1.,): no width reshaping
+                      rhos=(1.,), # resolution multipliers, stem stride 1/ρ (DeepReDuce: 1 and 0.5); (1.,): none
+                      builder:Callable|None=None, # `builder(alpha, rho) -> nn.Module` for reshaped nets (default: `reshape_model(model, alpha, rho)`)
                       T:float=4., # KD temperature [recall]
                       lam:float=0.9, # KD weight; CE gets 1 - lam [recall]
                       lr:float=0.1, # SGD learning rate, cosine schedule [default]
                       device='auto', progress:bool=False) -> MethodResult:
-    "DeepReDuce: stage criticality → culling → thinning → the largest candidate within budget → KD."
+    "DeepReDuce: stage criticality → culling → thinning → reshaping → the largest candidate within budget → KD."
+    dev = pick_device(device)
     net, b, total = _start(model, data, budget, keep_frac)
-    copts = dict(train_data=data.train, lr=lr, seed=seed) if crit_epochs else {}
+    net.to(dev)
+    copts = dict(train_data=data.train, loss='kd', T=T, lam=lam, lr=lr, seed=seed) if crit_epochs else {}
     crit = score(net, data, 'deepreduce', train_epochs=crit_epochs, **copts)
-    sites = _per_image(net)
-    stages = {r.site: r.stage for r in site_table(net).itertuples() if r.site in sites}
-    cmap = {st: crit.extra['criticality'][st] for st in set(stages.values())}
-    ones = {k: torch.ones(m.shape) for k, m in sites.items()}
-    cands = deepreduce_candidates(ones, stages=stages, criticality=cmap, thin=thin)
-    alloc = allocate(ones, b, strategy='deepreduce', exact=False, stages=stages, criticality=cmap, thin=thin)
-    set_masks(net, dict(alloc), strict=False)
-    h = _kd(net, model, data, epochs, 'kd', seed, device, progress, T=T, lam=lam, lr=lr)
-    notes = dict(per_stage=crit.extra['per_stage'], criticality=cmap, candidates=cands.drop(columns='sites'),
-                 culled=alloc.info['culled'], thinned=alloc.info['thinned'], reachable_below=alloc.info['reachable_below'],
-                 reachable_above=alloc.info['reachable_above'], history=h)
-    return _finish('deepreduce', net, data, b, total, notes, device, seed, epochs + crit_epochs * (len(cmap) + 1))
+    nets = _reshaped_variants(model, net, data, alphas, rhos, builder, seed)
+    shapes, stagemaps = {}, {}
+    for key, v in nets.items():
+        sites = _per_image(v)
+        shapes[key] = {k: m.shape for k, m in sites.items()}
+        stagemaps[key] = {r.site: r.stage for r in site_table(v).itertuples() if r.site in sites}
+    cands = deepreduce_reshaped(shapes, crit.extra['criticality'], thin=thin, stages=stagemaps)
+    best = cands.loc[cands[cands.relus <= b].relus.idxmax()]     # first row of the largest: unreshaped, fewer culled, unthinned
+    above = cands.relus[cands.relus >= b]
+    if best.relus == 0: warnings.warn("no DeepReDuce configuration fits within the budget: every ReLU is removed (kept = 0).")
+    key = (float(best.alpha), float(best.rho))
+    student, init = nets[key], 'teacher'
+    if key != (1., 1.): init = 'teacher' if _load_if_same(student, model) else 'scratch'
+    keep = set(best.sites)
+    set_masks(student, {k: torch.full(m.shape, float(k in keep)) for k, m in _per_image(student).items()}, strict=False)
+    h = _kd(student, model, data, epochs, 'kd', seed, device, progress, T=T, lam=lam, lr=lr)
+    own = set(stagemaps.get((1., 1.), {}).values()) or set(crit.extra['criticality'])
+    notes = dict(per_stage=crit.extra['per_stage'], criticality={st: c for st, c in crit.extra['criticality'].items() if st in own},
+                 candidates=cands.drop(columns='sites'), culled=list(best.culled), thinned=bool(best.thinned), alpha=key[0], rho=key[1],
+                 init=init, reachable_below=int(best.relus), reachable_above=int(above.min()) if len(above) else None, history=h)
+    return _finish('deepreduce', student, data, b, total, notes, device, seed, epochs + crit_epochs * (len(crit.extra['per_stage']) + 1))
+
+# %% ../nbs/06_methods.ipynb #121ccecb
+_DRD_UNREAD = "[default]: ALGORITHMS.md §1.7; the paper's training section could not be read"
+paper_setting(
+    PaperSetting('deepreduce', 'criticality: training of each stage-only net', 'trained with the KD recipe before its accuracy is read',
+                 "paper §3 via summary (ALGORITHMS.md §1.2 step 2); the epochs are " + _DRD_UNREAD, 200, 'crit_epochs',
+                 'same (epochs: the final KD schedule)'),
+    PaperSetting('deepreduce', 'criticality: start of each stage-only net', 'not stated', '[default]: the dense weights, as the final network',
+                 note="ours: from the teacher's weights"),
+    PaperSetting('deepreduce', 'criticality: accuracy measured on', 'validation accuracy (the split is not stated)',
+                 "[default]: data.valid; give a held-out split (cifar10_data(valid_split=0.1)) so the test set picks nothing",
+                 note='ours: whatever data.valid is'),
+    PaperSetting('deepreduce', 'criticality formula', '"a metric that incorporates accuracy and ReLU cost"',
+                 '[default]: C_k = (A_k - A_0) / log R_k (ALGORITHMS.md §1.2); the exact formula could not be read',
+                 note='form is ours'),
+    PaperSetting('deepreduce', 'selection rule', 'cull the least critical stages first; candidates on the Pareto front',
+                 'paper §3 via summary (ALGORITHMS.md §1.3, §1.8)', note='ours: the largest candidate not above the budget'),
+    PaperSetting('deepreduce', 'thinning', "drop the ReLU after the addition in every block of the kept stages (bottom)",
+                 'third-party DRD_* definitions: isBottomThinned=True, isTopThinned=False (ALGORITHMS.md §1.4)', 'bottom', 'thin'),
+    PaperSetting('deepreduce', 'reshaping: width α', '1 and 0.5', 'DRD_C100_* / DRD_TINY_* definitions (ALGORITHMS.md §1.5-1.6)',
+                 (1., .5), 'alphas'),
+    PaperSetting('deepreduce', 'reshaping: resolution ρ', '1 and 0.5 (stem stride 2)', 'DRD_C100_* / DRD_TINY_* definitions (ALGORITHMS.md §1.5-1.6)',
+                 (1., .5), 'rhos'),
+    PaperSetting('deepreduce', 'reshaped network: initial weights', 'not stated',
+                 "[default]: the teacher's weights when the shapes allow (ρ only), else a fresh initialisation",
+                 note='ours'),
+    PaperSetting('deepreduce', 'KD temperature T', '4 [recall]', "[default]: ALGORITHMS.md §1.7 (recalled value)", 4., 'T'),
+    PaperSetting('deepreduce', 'KD weight λ (CE: 1 - λ)', '0.9 [recall]', "[default]: ALGORITHMS.md §1.7 (recalled value)", .9, 'lam'),
+    PaperSetting('deepreduce', 'KD epochs of the chosen network', '200', _DRD_UNREAD, 200, 'epochs'),
+    PaperSetting('deepreduce', 'learning rate', '0.1, cosine', _DRD_UNREAD, .1, 'lr'),
+    PaperSetting('deepreduce', 'optimiser', 'SGD, momentum 0.9, weight decay 5e-4, batch 128', _DRD_UNREAD,
+                 note="same (distill's defaults; the batch size is the data's)"),
+    PaperSetting('deepreduce', 'model variant', 'ResNet18, 3x3 stem with its ReLU (557.06K ReLUs)',
+                 'third-party DRD ResNet18 counts (ALGORITHMS.md §1.6; README counting conventions)',
+                 note='same: every published point culls S1, which takes the stem with it'),
+)
+PRESETS['cpu']['deepreduce'] = dict(crit_epochs=1, epochs=4, lr=0.05, alphas=(1., .5), rhos=(1., .5))
 
 # %% ../nbs/06_methods.ipynb #5c58ce9b
 class _GapKD:
@@ -346,6 +432,14 @@ class _L1Penalty:
     def __init__(self, lam:float): self.lam = lam
     def __call__(self, net): return self.lam * sum(m.mask.abs().sum() for m in get_sites(net).values() if m.per_image)
 
+class _ScaleStep(StepHook):
+    "Scale the optimiser's update of some tensors by `factor` after each step (with Adam: a `factor`× learning rate for them)."
+    def __init__(self, tensors:Callable, factor:float): self.tensors, self.factor = tensors, float(factor)   # tensors(student) -> list
+    def before_forward(self, student, step): self.before = [t.detach().clone() for t in self.tensors(student)]
+    def after_step(self, student, step):
+        with torch.no_grad():
+            for t, b in zip(self.tensors(student), self.before): t.copy_(b + self.factor * (t - b))
+
 def _gate_count(net, eps) -> int:
     "Gates above `eps` over the per-image sites."
     return int(sum(int((m.mask.detach() > eps).sum()) for m in _per_image(net).values()))
@@ -354,38 +448,44 @@ def _gate_count(net, eps) -> int:
 @register_recipe('snl')
 def snl_recipe(model:nn.Module, # the trained dense model (also the teacher)
                data, # a relu_explore `Data`
-               budget:int|None=None, # kept ReLUs (every site counted); met exactly
-               epochs:int=3, # fine-tuning epochs after binarisation
+               budget:int|None=None, # kept ReLUs (every site counted)
+               epochs:int=3, # fine-tuning epochs after binarisation (SNL: 100)
                seed:int=0,
                *, keep_frac:float|None=None, # instead of `budget`: a fraction of all ReLUs
                lam:float=1e-5, # initial weight of the L1 penalty on the gates
                lam_growth:float=1.1, # λ factor after an epoch without a new lowest count
-               warmup:int=5, # epochs before λ may grow
+               warmup:int=5, # λ may grow from the epoch whose 0-based index is `warmup` (SNL's `epoch >= 5`)
                eps:float=0.01, # a gate counts as a ReLU when above eps
-               mask_epochs:int=100, # most epochs of the gate phase (SNL's script allows 2000)
-               mask_lr:float=1e-3, # Adam learning rate of the gate phase (weights and gates)
+               mask_epochs:int=100, # most epochs of the gate phase, which stops once the count is within the budget (SNL: 2000)
+               mask_lr:float=1e-3, # Adam learning rate of the gate phase (weights and gates, no weight decay)
+               gate_lr:float|None=None, # the gates' own Adam rate (None: mask_lr, SNL's single rate; a CPU-scale option)
+               binarize:str='top', # 'top': the `budget` largest gates (exact count); 'threshold': c > eps, SNL's rule (count <= budget)
                T:float=4., # KD temperature
                lr:float=1e-3, # fine-tuning SGD learning rate, cosine schedule
                device='auto', progress:bool=False) -> MethodResult:
-    "SNL: L1-penalised trainable gates with a growing λ until the budget is met → top-B binarisation → KD."
+    "SNL: L1-penalised gates with a growing λ until the budget is met → binarisation (top-B or c > ε) → KD fine-tuning."
     _single_process('snl')
+    if binarize not in ('top', 'threshold'):
+        raise ValueError(f"binarize={binarize!r} is not known: use 'top' (exactly the budget) or 'threshold' (SNL's c > eps, at most the budget).")
     net, b, total = _start(model, data, budget, keep_frac)
     other = {k: m.mask.clone() for k, m in get_sites(net).items() if not m.per_image}
-    pen, state, log = _L1Penalty(lam), dict(lowest=None, reached=False), []
-    def schedule(epoch, rec):
+    pen, state, log = _L1Penalty(lam), dict(lowest=_gate_count(net, eps), reached=False), []
+    def schedule(epoch, rec):                                 # `epoch` counts from 1; SNL's loop index is epoch - 1
         cnt = _gate_count(net, eps)
         log.append(dict(epoch=epoch, lam=pen.lam, count=cnt, valid_acc=rec['valid_acc']))
+        if cnt < state['lowest']: state['lowest'] = cnt
+        elif epoch - 1 >= warmup: pen.lam *= lam_growth
         if cnt <= b: state['reached'] = True; raise _Stop
-        if state['lowest'] is None or cnt < state['lowest']: state['lowest'] = cnt
-        elif epoch >= warmup: pen.lam *= lam_growth
-    try: distill(net, model, data.train, data.valid, mask_epochs, loss='snl', T=T, opt='adam', lr=mask_lr, sched='constant',
-                 train_masks=True, penalty=pen, callbacks=[schedule], seed=seed, device=device, progress=progress)
+    hooks = [] if gate_lr is None or gate_lr == mask_lr else [_ScaleStep(lambda s: [m.mask for m in _per_image(s).values()], gate_lr / mask_lr)]
+    try: distill(net, model, data.train, data.valid, mask_epochs, loss='snl', T=T, opt='adam', lr=mask_lr, sched='constant', weight_decay=0.,
+                 train_masks=True, penalty=pen, hooks=hooks, callbacks=[schedule], seed=seed, device=device, progress=progress)
     except _Stop: pass
     if other: set_masks(net, other, strict=False)
     gates = {k: m.mask.detach().clone() for k, m in _per_image(net).items()}
-    _keep_top(net, gates, b)
+    if binarize == 'threshold' and state['reached']: set_masks(net, {k: (g > eps).float() for k, g in gates.items()}, strict=False)
+    else: _keep_top(net, gates, b)                            # exactly B; also the cut when the phase ended above the budget
     h = _kd(net, model, data, epochs, 'snl', seed, device, progress, T=T, lr=lr)
-    notes = dict(mask_phase=pd.DataFrame(log), reached=state['reached'], final_lam=pen.lam,
+    notes = dict(mask_phase=pd.DataFrame(log), reached=state['reached'], final_lam=pen.lam, binarize=binarize,
                  count_at_stop=log[-1]['count'] if log else None, history=h)
     return _finish('snl', net, data, b, total, notes, device, seed, epochs + len(log))
 
@@ -417,6 +517,15 @@ def dapa_coeffs(mean, # per-channel mean μ of the ReLU input
     phi = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
     Phi = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
     return torch.stack([phi / (2 * std), Phi - z * phi, mean * mean * phi / (2 * std) + std * phi / 2], -1).float()
+
+# %% ../nbs/06_methods.ipynb #beb5fdf2
+def autorep_coeffs(mean, # per-channel running mean μ of the site's input
+                   var, # per-channel running variance
+                   var_min:float=0.5, # floor of the variance (`--var_min`)
+                   scale_x2:float=0.1): # `--scale_x2`: AutoReP's forward multiplies its stored x² coefficient by it
+    "(C, 3) effective (w2, w1, w0) of AutoReP's code: DaPa with the floored variance in σ's place, then w2·scale_x2/10 and w0/5."
+    w = dapa_coeffs(mean, torch.as_tensor(var, dtype=torch.float64).clamp_min(var_min))
+    return w * torch.tensor([scale_x2 / 10, 1., 1 / 5])
 
 # %% ../nbs/06_methods.ipynb #59a666c9
 def _preact_stats(net, batches, device) -> dict:
@@ -461,80 +570,114 @@ def dapa_init(net:nn.Module, # relufied with replacement='poly' (sites of other 
     return stats
 
 # %% ../nbs/06_methods.ipynb #f4844fda
-def _gated_fit(net, teacher, data, epochs, budget, total, lam, t, lr, score_lr, T, seed, dev, log):
-    "AutoReP's joint training of weights, polynomial coefficients and hysteresis scores; returns the scores."
-    sites = _per_image(net)
-    g = torch.Generator().manual_seed(int(seed))
-    a = {k: nn.Parameter(torch.rand(m.shape, generator=g).to(dev)) for k, m in sites.items()}
-    state = {k: torch.ones(m.shape, device=dev) for k, m in sites.items()}
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.Adam([dict(params=params, lr=lr), dict(params=list(a.values()), lr=score_lr)])
-    steps = max(1, epochs * len(data.train))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    target, t_mode = budget / total, teacher.training
-    teacher.eval()
-    torch.manual_seed(seed)
-    try:
-        for ep in range(epochs):
-            _seed_epoch(data.train, seed, ep)
-            net.train()
-            tot, n = 0., 0
-            for x, y in data.train:
-                x, y = x.to(dev), y.to(dev)
-                gates = {k: hysteresis_gate(a[k], state[k], t) for k in sites}
-                for k, m in sites.items(): m._buffers['mask'] = gates[k]
-                with torch.no_grad(): t_out = teacher(x)
-                density = sum(v.sum() for v in gates.values()) / total
-                loss = snl_loss(net(x), t_out, y, T=T) + lam * F.relu(density - target)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step(); sched.step()
-                state = {k: v.detach() for k, v in gates.items()}
-                tot += float(loss) * len(y); n += len(y)
-            for k, m in sites.items(): m._buffers['mask'] = state[k].clone()
-            cnt = int(sum(int(v.sum()) for v in state.values()))
-            log.append(dict(epoch=ep + 1, train_loss=tot / max(n, 1), count=cnt, density=cnt / total,
-                            valid_acc=evaluate(net, data.valid, device=dev)['acc']))
-    finally:
-        for k, m in sites.items(): m._buffers['mask'] = state[k].clone()   # plain buffers again, even after an error
-        teacher.train(t_mode)
-    return {k: v.detach() for k, v in a.items()}
+class _AutoRePGates(StepHook):
+    "AutoReP in `distill`'s loop: hysteresis gates from trainable scores, the density penalty, DaPa refreshes, x² steps × scale_x2."
+    live_sites = True
+    def __init__(self, net, budget, total, lam, t, score_lr, seed, var_min, scale_x2, refresh_every, refresh_until):
+        self.sites, self.total, self.target = _per_image(net), total, budget / total
+        self.lam, self.t, self.score_lr, self.var_min, self.scale_x2 = lam, t, score_lr, var_min, scale_x2
+        self.every, self.until, self.itr, self.refreshes, self.active, self.refresh_now = refresh_every, refresh_until, 0, 0, False, False
+        g = torch.Generator().manual_seed(int(seed))
+        self.a = {k: torch.rand(m.shape, generator=g) for k, m in self.sites.items()}   # scores ~ U(0, 1)
+        self.state = {k: torch.ones(m.shape) for k, m in self.sites.items()}           # every gate open
+        self.poly = {k: m for k, m in self.sites.items() if m.replacement == 'poly'}
+        self.gates, self.w2, self.stats, self.handles = {}, {}, {}, []
+
+    def param_groups(self, student):
+        dev = next(student.parameters()).device
+        self.a = {k: nn.Parameter(v.to(dev)) for k, v in self.a.items()}
+        self.state = {k: v.to(dev) for k, v in self.state.items()}
+        self.stats = {k: (torch.zeros(m.poly.shape[0], device=dev), torch.ones(m.poly.shape[0], device=dev)) for k, m in self.poly.items()}
+        self.handles = [m.register_forward_pre_hook(self._observe) for m in self.poly.values()]
+        return [dict(params=list(self.a.values()), lr=self.score_lr, weight_decay=0.)]
+
+    def _observe(self, mod, args):
+        "Running mean and variance of the site's input (as a BatchNorm, momentum 0.1); on refresh steps, the coefficients from them."
+        if not (self.active and mod.training): return
+        x = args[0].detach().float()
+        dims = [0] + list(range(2, x.dim()))
+        mean, var = self.stats[mod.site]
+        mean.mul_(0.9).add_(x.mean(dims), alpha=0.1)
+        var.mul_(0.9).add_(x.var(dims), alpha=0.1)                 # unbiased, as BatchNorm's running_var
+        if self.refresh_now:
+            w = autorep_coeffs(mean, var, self.var_min, self.scale_x2).to(mod.poly)
+            with torch.no_grad(): mod.poly.copy_(w)
+            self.w2[mod.site] = w[:, 0].clone()
+
+    def before_forward(self, student, step):
+        self.active = self.itr < self.until                         # AutoReP's itr_cnt: counts up to refresh_until, then stops
+        if self.active: self.itr += 1
+        self.refresh_now = self.active and self.itr % self.every == 0
+        self.refreshes += self.refresh_now
+        self.gates = {k: hysteresis_gate(self.a[k], self.state[k], self.t) for k in self.sites}
+        for k, m in self.sites.items(): m._buffers['mask'] = self.gates[k]
+        if self.scale_x2 != 1: self.w2 = {k: m.poly[:, 0].detach().clone() for k, m in self.poly.items()}
+
+    def penalty(self, student):
+        "λ·relu(density − budget/total), the density through the gates (so the scores get its gradient)."
+        return self.lam * F.relu(sum(g.sum() for g in self.gates.values()) / self.total - self.target)
+
+    def after_step(self, student, step):
+        if self.scale_x2 != 1:
+            with torch.no_grad():
+                for k, m in self.poly.items(): m.poly[:, 0].copy_(self.w2[k] + self.scale_x2 * (m.poly[:, 0] - self.w2[k]))
+        self.state = {k: g.detach() for k, g in self.gates.items()}
+        for k, m in self.sites.items(): m._buffers['mask'] = self.state[k]
+
+    def end(self, student):
+        for h in self.handles: h.remove()
+        self.handles, self.active = [], False
+        for k, m in self.sites.items(): m._buffers['mask'] = self.state[k].detach().clone()   # plain buffers, also after an error
+
+    def count(self) -> int: return int(sum(int(s.sum()) for s in self.state.values()))
 
 # %% ../nbs/06_methods.ipynb #d84ab5d2
 @register_recipe('autorep')
 def autorep_recipe(model:nn.Module, # the trained dense model (also the teacher)
                    data, # a relu_explore `Data`
-                   budget:int|None=None, # kept ReLUs (every site counted); met exactly
-                   epochs:int=3, # epochs of the joint gate/weight/polynomial training
+                   budget:int|None=None, # kept ReLUs (every site counted); the result has at most this many
+                   epochs:int=3, # epochs of the joint gate/weight/polynomial training (AutoReP: 200)
                    seed:int=0,
                    *, keep_frac:float|None=None, # instead of `budget`: a fraction of all ReLUs
-                   lam:float=10., # weight of the one-sided density penalty
+                   lam:float=10., # weight of the one-sided density penalty (the code's default; its CIFAR scripts use 80-140)
                    t:float=0.003, # hysteresis threshold
                    lr:float=1e-3, # Adam learning rate of weights and polynomial coefficients (cosine to 0)
                    score_lr:float=1e-3, # Adam learning rate of the gate scores
-                   ft_epochs:int=0, # KD epochs after binarisation (AutoReP has none)
+                   scale_x2:float=0.1, # `--scale_x2`: the x² coefficient moves scale_x2 times slower, as in the code's forward
+                   var_min:float=0.5, # floor of the running variance in the coefficient refreshes
+                   refresh_every:int=10, # refresh the coefficients every this many steps...
+                   refresh_until:int=508, # ...while the step counter is below this (the code's itr_cnt < 508)
+                   ft_epochs:int=0, # KD epochs after the gate phase (AutoReP has none)
+                   cut_epochs:int=5, # KD epochs at least, when the gate phase ended above the budget and was cut [default]
                    ft_lr:float=0.01, # their SGD learning rate
-                   stat_batches:int=4, # training batches for the DaPa statistics
-                   min_std:float=0.1, # floor of σ in DaPa
                    T:float=4., # KD temperature
                    device='auto', progress:bool=False) -> MethodResult:
-    "AutoReP: hysteresis gates + DaPa polynomial replacement + one-sided density penalty + KD → top-B of the scores."
+    "AutoReP: hysteresis gates + refreshed DaPa polynomial + one-sided density penalty + KD in `distill`'s loop → the trained gates m."
     dev = pick_device(device)
     net, b, total = _start(model, data, budget, keep_frac, replacement='poly')
-    _seed_epoch(data.train, seed, -1)                        # the statistics batches depend on the seed only
-    stats = dapa_init(net, islice(iter(data.train), stat_batches), min_std, dev)
-    teacher = model.to(dev)
-    log = []
-    scores = _gated_fit(net, teacher, data, epochs, b, total, lam, t, lr, score_lr, T, seed, dev, log)
-    _keep_top(net, scores, b)
-    notes = dict(mask_phase=pd.DataFrame(log), acc_before_ft=evaluate(net, data.valid, device=dev)['acc'],
-                 dapa_stats={k: (v[0].cpu(), v[1].cpu()) for k, v in stats.items()})
-    if ft_epochs: notes['history'] = _kd(net, model, data, ft_epochs, 'snl', seed, dev, progress, T=T, lr=ft_lr)
-    return _finish('autorep', net, data, b, total, notes, dev, seed, epochs + ft_epochs)
+    gates, log = _AutoRePGates(net, b, total, lam, t, score_lr, seed, var_min, scale_x2, refresh_every, refresh_until), []
+    def record(epoch, rec):
+        cnt = gates.count()
+        log.append(dict(epoch=epoch, train_loss=rec['train_loss'], count=cnt, density=cnt / total, valid_acc=rec['valid_acc']))
+    distill(net, model, data.train, data.valid, epochs, loss='snl', T=T, opt='adam', lr=lr, sched='cosine', weight_decay=0.,
+            hooks=[gates], penalty=gates.penalty, callbacks=[record], seed=seed, device=dev, progress=progress)
+    count = gates.count()
+    reached = count <= b
+    if not reached:                                           # cut: the open gates with the highest scores, exactly B
+        _keep_top(net, {k: torch.where(s > 0, gates.a[k].detach(), torch.full_like(s, -math.inf)) for k, s in gates.state.items()}, b)
+    ft = ft_epochs if reached else max(ft_epochs, cut_epochs)
+    phase = pd.DataFrame(log, columns=['epoch', 'train_loss', 'count', 'density', 'valid_acc'])
+    notes = dict(mask_phase=phase, reached=reached, count_at_end=count, ft_epochs_run=ft, dapa_refreshes=gates.refreshes,
+                 dapa_stats={k: (m.cpu(), v.cpu()) for k, (m, v) in gates.stats.items()})
+    curve = phase[phase['count'] <= b]                        # without fine-tuning: the gate-phase epochs within the budget
+    if ft:
+        notes['acc_before_ft'] = evaluate(net, data.valid, device=dev)['acc']
+        notes['history'] = curve = _kd(net, model, data, ft, 'snl', seed, dev, progress, T=T, lr=ft_lr)
+    return _finish('autorep', net, data, b, total, notes, dev, seed, epochs + ft, curve=curve)
 
 # %% ../nbs/06_methods.ipynb #e2acac5d
 def compare_recipes(model:nn.Module, # the trained dense model (also the teacher)
-                    data, # a relu_explore `Data`
+                    data, # a `Data`, or what `as_data` takes (loaders, (x, y) tensors, datasets): adapted once for all runs
                     budgets, # kept-ReLU counts (ints) or keep fractions (floats in (0, 1])
                     methods=None, # recipe names (default: all of `list_recipes()`)
                     seed:int=0, # the same seed for every run
@@ -546,7 +689,7 @@ def compare_recipes(model:nn.Module, # the trained dense model (also the teacher
     methods = list_recipes() if methods is None else list(methods)
     bad = [m for m in methods if m not in _RECIPES]
     if bad: raise ValueError(f"unknown recipe(s) {bad}: use names from {list_recipes()}.")
-    rows = []
+    data, rows = as_data(data), []
     for b in budgets:
         kw = dict(keep_frac=float(b)) if isinstance(b, float) else dict(budget=int(b))
         for m in methods:
@@ -558,7 +701,7 @@ def compare_recipes(model:nn.Module, # the trained dense model (also the teacher
     return pd.DataFrame(rows)
 
 def method_run_point(model:nn.Module, # the trained dense model (also the teacher)
-                     data, # a relu_explore `Data`
+                     data, # a `Data`, or what `as_data` takes (loaders, (x, y) tensors, datasets): adapted once for all points
                      method:str|None=None, # recipe for every point (None: each point names its 'method')
                      preset:str|None=None, # a key of `PRESETS`
                      artifacts=None, # folder for each point's masks and notes (None: nothing is written)
@@ -568,7 +711,7 @@ def method_run_point(model:nn.Module, # the trained dense model (also the teache
     "A `run_point(point) -> (values, artifacts)` for `frontier.sweep_points` that runs a whole recipe per point."
     if method is not None and method not in _RECIPES:
         raise ValueError(f"unknown recipe {method!r}: use one of {list_recipes()}.")
-    method_opts = dict(method_opts or {})
+    data, method_opts = as_data(data), dict(method_opts or {})
     bad = [k for k in method_opts if k not in _RECIPES or not isinstance(method_opts[k], dict)]
     if bad: raise ValueError(f"method_opts must map recipe names {list_recipes()} to option dicts; check {bad}.")
     def run_point(point:dict):

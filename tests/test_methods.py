@@ -184,3 +184,81 @@ def test_callback_driven_recipes_refuse_multi_process(tmp_path):
     for p, (out, err) in zip(ps, outs):
         assert p.returncode == 0, err[-2000:]
         assert out.split() == ['refused', 'snl', 'refused', 'senet'], out
+
+
+# ---------------------------------------------------------------- DeepReDuce as the paper runs it
+class PlantedStages(torch.nn.Module):
+    """Two stages whose ReLUs matter differently once retrained, while the trained-as-is net hides it.
+
+    S1 (16x16, `relu1`): channels (x, -x) -> ReLU -> summed: |x| per pixel. S2 (1x1 after global pooling, `relu2`):
+    channels (m - 1/2, 1/2 - m) -> ReLU -> read as their sum |m - 1/2|. Class 1 images have |x| = 1.5, class 0 |x| = 1,
+    with exactly half of the pixels negative, so any linear function of the image is constant over the data.
+    * Keeping only S1 and retraining: |x| per pixel, then a linear read-out of m = mean |x| separates the classes.
+    * Keeping only S2 and retraining: S2 sees a linear function of the image, constant over the data: chance.
+    * With the teacher's weights, linearising either stage makes the output constant (x + (-x) = 0, z + (-z) = 0):
+      every stage-only net and the no-ReLU net are exactly at chance, a tie.
+    """
+    def __init__(self, c1=4, c2=4):
+        super().__init__()
+        nn = torch.nn
+        self.conv1 = nn.Conv2d(1, c1, 3, padding=1, padding_mode='circular', bias=False)
+        self.relu1, self.conv2, self.pool = nn.ReLU(), nn.Conv2d(c1, 1, 1, bias=False), nn.AdaptiveAvgPool2d(1)
+        self.conv3, self.relu2, self.fc = nn.Conv2d(1, c2, 1), nn.ReLU(), nn.Linear(c2, 2)
+        with torch.no_grad():
+            for p in self.parameters(): p.mul_(0.1)          # small weights where the construction leaves them free
+            self.conv1.weight.zero_(); self.conv1.weight[0, 0, 1, 1], self.conv1.weight[1, 0, 1, 1] = 1., -1.
+            self.conv2.weight.zero_(); self.conv2.weight[0, :2] = 1.
+            self.conv3.weight.zero_(); self.conv3.bias.zero_()
+            self.conv3.weight[0, 0], self.conv3.bias[0], self.conv3.weight[1, 0], self.conv3.bias[1] = 1., -.5, -1., .5
+            self.fc.weight.zero_(); self.fc.bias.zero_(); self.fc.weight[1, :2], self.fc.bias[1] = 10., -7.5
+    def forward(self, x):
+        h = self.conv2(self.relu1(self.conv1(x)))
+        return self.fc(self.relu2(self.conv3(self.pool(h))).flatten(1))
+
+def planted_data(n_train=256, n_valid=256):
+    from torch.utils.data import TensorDataset, DataLoader
+    from relu_explore.data import Data
+    def make(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        y = torch.arange(n) % 2
+        sign = torch.stack([torch.randperm(256, generator=g) % 2 for _ in range(n)]).float() * 2 - 1   # half the pixels negative
+        return (sign * (1 + 0.5 * y[:, None])).view(n, 1, 16, 16), y
+    (xt, yt), (xv, yv) = make(n_train, 0), make(n_valid, 1)
+    train = DataLoader(TensorDataset(xt, yt), batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
+    return Data(train, DataLoader(TensorDataset(xv, yv), batch_size=256), 2, (1, 16, 16), 'planted')
+
+def test_deepreduce_paper_preset_trains_stage_only_nets():
+    "The paper preset retrains each stage-only net (with KD) before rating it; 0 epochs would rate the dense weights."
+    p = PRESETS['paper']['deepreduce']
+    assert p['crit_epochs'] >= 100 and p['thin'] == 'bottom' and (p['T'], p['lam']) == (4., .9)
+    assert tuple(p['alphas']) == (1., .5) and tuple(p['rhos']) == (1., .5)
+
+def test_deepreduce_planted_critical_stage():
+    "Only trained stage-only nets find the planted critical stage S1; untrained ones tie at chance and cull S1 first."
+    data, teacher = planted_data(), PlantedStages()
+    assert evaluate(teacher, data.valid, device='cpu')['acc'] == 1.0
+    kw = dict(budget=1024, epochs=3, lr=0.01, alphas=(1.,), rhos=(1.,), device='cpu')   # a hand-built net: no reshaping
+    trained = run_recipe('deepreduce', teacher, data, preset='paper', **{**kw, 'crit_epochs': 3})
+    ps = trained.notes['per_stage'].set_index('stage')
+    assert ps.acc['S1'] == 1.0 and ps.acc['S2'] == 0.5 and ps.acc_none['S1'] == 0.5
+    assert max(trained.notes['criticality'], key=trained.notes['criticality'].get) == 'S1'
+    assert trained.notes['culled'] == ['S2'] and trained.relus == 1024 and trained.acc > 0.9
+    untrained = run_recipe('deepreduce', teacher, data, preset='paper', **{**kw, 'crit_epochs': 0})
+    assert set(untrained.notes['per_stage'].acc) == {0.5} and set(untrained.notes['criticality'].values()) == {0.}
+    assert untrained.notes['culled'] == ['S1'] and untrained.relus == 4          # the tie culls S1: the wrong stage
+    assert untrained.acc == 0.5
+
+def test_deepreduce_reshaped_candidate_is_a_new_network(teacher, digits):
+    "At 10% no unreshaped candidate keeps a ReLU; with alpha, rho in {1, 0.5} the recipe trains a reshaped net within budget."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        r = run_recipe('deepreduce', teacher, digits, keep_frac=0.1, preset='digits', epochs=1, alphas=(1., .5), rhos=(1., .5), device='cpu')
+    c = r.notes['candidates']
+    assert c[(c.alpha == 1) & (c.rho == 1) & (c.relus <= r.budget)].relus.max() == 0
+    assert 0 < r.relus <= r.budget and r.relus == c.relus[c.relus <= r.budget].max() == relu_count(r.net)
+    assert (r.notes['alpha'], r.notes['rho']) != (1., 1.) and r.total == relu_total(relufy(teacher, digits.example()))
+    assert r.notes['init'] == ('teacher' if r.notes['alpha'] == 1. else 'scratch')
+    assert r.acc == evaluate(r.net, digits.valid, device='cpu')['acc']
+    with pytest.raises(TypeError, match='builder='):
+        run_recipe('deepreduce', torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10), torch.nn.ReLU(), torch.nn.Linear(10, 10)),
+                   digits, keep_frac=0.1, epochs=0, alphas=(1., .5), device='cpu')
