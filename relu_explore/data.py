@@ -14,7 +14,7 @@ import torch, torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 # %% auto #0
-__all__ = ['Data', 'digits_data', 'cifar10_data', 'cifar100_data', 'imagefolder_data', 'list_datasets', 'get_data']
+__all__ = ['Data', 'digits_data', 'cifar10_data', 'cifar100_data', 'imagefolder_data', 'list_datasets', 'get_data', 'as_data']
 
 # %% ../nbs/01_data.ipynb #9116d6ed
 @dataclass(repr=False)
@@ -298,3 +298,141 @@ def get_data(name:str, # 'digits', 'cifar10', 'cifar100' or 'imagefolder'
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ''
         raise ValueError(f"Unknown dataset {name!r}.{hint} Known datasets: {', '.join(_DATASETS)}.")
     return _DATASETS[key](**kw)
+
+# %% ../nbs/01_data.ipynb #975e046c
+_ACCEPTS = ("a relu_explore Data; a (train_loader, valid_loader) pair of DataLoaders yielding (x, y) batches; an (x, y) "
+            "pair of tensors (float inputs (N, ...) and integer labels (N,)); or a (train_set, valid_set) pair of datasets "
+            "whose items are (tensor, label), e.g. torchvision datasets with transform=ToTensor()")
+
+def _is_loader(o): return isinstance(o, DataLoader) or type(o).__name__ == 'GPUBatches'
+
+def _is_dataset(o):
+    if isinstance(o, Dataset): return True
+    return (hasattr(o, '__getitem__') and hasattr(o, '__len__')
+            and not isinstance(o, (torch.Tensor, np.ndarray, list, tuple, dict, str, bytes)))
+
+def _kind(data) -> str|None:
+    "Which of the accepted forms `data` is: 'data', 'loaders', 'tensors', 'datasets', or 'loader', 'dataset', 'tensor' alone."
+    if isinstance(data, Data): return 'data'
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        a, b = data
+        if _is_loader(a) and _is_loader(b): return 'loaders'
+        if isinstance(a, (torch.Tensor, np.ndarray)): return 'tensors'
+        if _is_dataset(a) and _is_dataset(b): return 'datasets'
+        return None
+    if _is_loader(data): return 'loader'
+    if isinstance(data, torch.Tensor): return 'tensor'
+    if _is_dataset(data): return 'dataset'
+    return None
+
+def _xy(b, what:str):
+    "One batch or item as `(x, y)` tensors, or an error that says what is wrong and what relu_explore takes."
+    if isinstance(b, dict):
+        raise TypeError(f"{what} yields dicts (keys {sorted(map(str, b))[:5]}), but relu_explore takes (x, y) pairs: give the loader "
+                        "a collate_fn that returns (inputs, labels), e.g. `lambda items: (torch.stack([i['image'] for i in items]), "
+                        "torch.tensor([i['label'] for i in items]))`.")
+    if not isinstance(b, (tuple, list)) or len(b) != 2:
+        got = f"{type(b).__name__} of {len(b)} items" if isinstance(b, (tuple, list)) else type(b).__name__
+        raise TypeError(f"{what} yields a {got}, but relu_explore takes (x, y) pairs: float inputs and integer class labels.")
+    x, y = b
+    if not isinstance(x, torch.Tensor):
+        hint = (": give the dataset transform=torchvision.transforms.ToTensor() (and Normalize)"
+                if type(x).__module__.startswith('PIL') else '; convert them with torch.as_tensor')
+        raise TypeError(f"{what} yields inputs of type {type(x).__name__}, not tensors{hint}.")
+    if not torch.is_floating_point(x): raise TypeError(f"{what} yields inputs of dtype {x.dtype}: pass float inputs (e.g. x.float() / 255).")
+    try: y = torch.as_tensor(y)
+    except (TypeError, ValueError, RuntimeError) as e: raise TypeError(f"{what} yields labels of type {type(y).__name__}: give integer class indices.") from e
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"{what} yields labels of dtype {y.dtype} and shape {tuple(y.shape)}: give integer class indices (e.g. y.long()); "
+                        "one-hot or soft labels are not supported.")
+    return x, y
+
+def _labels(ds):
+    "All labels of a dataset when they can be read without loading its inputs, else None."
+    if isinstance(ds, Subset):
+        l = _labels(ds.dataset)
+        return None if l is None else l[torch.as_tensor(list(ds.indices), dtype=torch.long)]
+    if isinstance(ds, TensorDataset) and len(ds.tensors) == 2: return ds.tensors[1]
+    t = getattr(ds, 'targets', None)
+    try: return None if t is None else torch.as_tensor(t)
+    except (TypeError, ValueError, RuntimeError): return None
+
+def _classes(ds):
+    while isinstance(ds, Subset): ds = ds.dataset
+    c = getattr(ds, 'classes', None)
+    return list(c) if isinstance(c, (list, tuple)) and len(c) else None
+
+# %% ../nbs/01_data.ipynb #a86a0f43
+def as_data(data, # a `Data`, a `(train_loader, valid_loader)` pair, an `(x, y)` pair of tensors, or a `(train_set, valid_set)` pair
+            valid_frac:float=0.2, # `(x, y)` only: fraction held out for validation (stratified, seeded); 0: all of it for both
+            batch_size:int=64, # tensors and datasets: the loaders' batch size
+            seed:int=0, # seed of the hold-out and of the training shuffle
+            num_classes:int|None=None, # None: inferred from the datasets' `classes` or the largest label
+            name:str|None=None, # the dataset's name in results (None: 'tensors', or the dataset's class name)
+           ) -> Data:
+    "What every entry point does with its `data`: a `Data` from the forms above, or an error that lists them."
+    kind = _kind(data)
+    if kind == 'data': return data
+    if kind is None or kind in ('loader', 'dataset', 'tensor'):
+        got = type(data).__name__ + (f" of {len(data)} items" if isinstance(data, (tuple, list, dict)) else '')
+        alone = {'loader': " (one loader: pass (train_loader, valid_loader), the same loader twice to use it for both)",
+                 'dataset': " (one dataset: pass (train_set, valid_set))",
+                 'tensor': " (inputs without labels: pass (x, y))"}.get(kind, '')
+        raise TypeError(f"data is a {got}{alone}. relu_explore takes {_ACCEPTS}. Or load one by name: digits_data(), get_data('cifar10', root=...).")
+    if kind == 'tensors': return _tensor_data(*data, valid_frac, batch_size, seed, num_classes, name)
+    if kind == 'datasets':
+        for ds, w in zip(data, ('train_set', 'valid_set')):
+            if len(ds) == 0: raise ValueError(f"{w} is empty: give a dataset with items.")
+        x, _ = _xy(data[1][0], 'valid_set')
+        tl, vl = _loaders(*data, batch_size, seed)
+    else:
+        tl, vl = data
+        first = next(iter(vl), None)
+        if first is None: raise ValueError("valid_loader yields no batches: give a loader over a non-empty dataset.")
+        x, _ = _xy(first, 'valid_loader')
+    tds, vds = tl.dataset, vl.dataset
+    nc = num_classes or _num_classes(tds, vds, vl)
+    nm = name or ('tensors' if isinstance(vds, TensorDataset) else type(vds.dataset if isinstance(vds, Subset) else vds).__name__.lower())
+    return Data(tl, vl, int(nc), tuple(x.shape[1:] if kind == 'loaders' else x.shape), nm, _classes(tds) or [str(i) for i in range(int(nc))])
+
+# %% ../nbs/01_data.ipynb #cf488095
+def _num_classes(tds, vds, vl):
+    "Number of classes: the datasets' `classes`, else the largest label + 1 (a pass over `vl` if the labels cannot be read otherwise)."
+    c = _classes(tds) or _classes(vds)
+    if c: return len(c)
+    labels = [l for l in (_labels(tds), _labels(vds)) if l is not None and l.numel()]
+    if labels: return int(max(int(l.max()) for l in labels)) + 1
+    return max(int(_xy(b, 'valid_loader')[1].max()) for b in vl) + 1
+
+def _tensor_data(x, y, valid_frac, batch_size, seed, num_classes, name):
+    "`Data` from `(x, y)` tensors: a stratified, seeded hold-out for validation (or all of it for both)."
+    x, y = _xy((torch.as_tensor(x), y), '(x, y)')
+    x, y = x.detach().cpu(), y.detach().cpu().long()
+    if y.dim() != 1 or len(y) != len(x):
+        raise ValueError(f"(x, y): labels have shape {tuple(y.shape)} but there are {len(x)} inputs: give one class index per input, "
+                         f"shape ({len(x)},).")
+    if x.dim() < 2 or len(x) < 2: raise ValueError(f"(x, y): inputs have shape {tuple(x.shape)}: give a batch of at least 2 inputs (N, ...).")
+    if not 0 <= valid_frac < 1: raise ValueError(f"valid_frac={valid_frac} must lie in [0, 1): e.g. 0.2, or 0 to use all of (x, y) for both.")
+    if valid_frac == 0: tr = va = torch.arange(len(y))
+    else:
+        try: tr, va = map(torch.from_numpy, _holdout(y.numpy(), valid_frac, seed))
+        except ValueError:   # a class with a single item, or fewer held-out items than classes: no stratified split exists
+            p = torch.randperm(len(y), generator=torch.Generator().manual_seed(int(seed)))
+            k = min(len(y) - 1, max(1, round(valid_frac * len(y))))
+            tr, va = p[k:].sort().values, p[:k].sort().values
+    nc = int(num_classes or int(y.max()) + 1)
+    if int(y.min()) < 0 or int(y.max()) >= nc:
+        raise ValueError(f"(x, y): labels range over [{int(y.min())}, {int(y.max())}], outside 0..{nc - 1}: give class indices from 0.")
+    tl, vl = _loaders(TensorDataset(x[tr], y[tr]), TensorDataset(x[va], y[va]), batch_size, seed)
+    return Data(tl, vl, nc, tuple(x.shape[1:]), name or 'tensors', [str(i) for i in range(nc)])
+
+def _as_batches(data, split:str='valid', batch_size:int=64):
+    "What a pass over data iterates (`score`): the `split` loader of any form `as_data` takes, a loader, a dataset, or one batch."
+    kind = _kind(data)
+    if kind in ('tensors', 'tensor') or (isinstance(data, (tuple, list)) and data and isinstance(data[0], torch.Tensor)): return [data]
+    if kind == 'data': return getattr(data, split)
+    if kind in ('loaders', 'datasets'): data = data[1 if split == 'valid' else 0]
+    if kind in ('datasets', 'dataset'): return DataLoader(data, batch_size=batch_size)
+    if isinstance(data, dict) or not hasattr(data, '__iter__'):
+        raise TypeError(f"data is a {type(data).__name__}: pass one batch (x, y), a DataLoader of such batches, or {_ACCEPTS}.")
+    return data   # a loader, GPUBatches or a list of batches; each batch is checked where it is used

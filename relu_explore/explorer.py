@@ -11,6 +11,7 @@ import numpy as np, pandas as pd, torch, torch.nn as nn
 from fastcore.basics import patch
 from .sites import relufy, get_sites, set_masks, relu_count, relu_total, site_table
 from .sensitivity import score, list_methods
+from .data import as_data
 from .budget import allocate, list_strategies
 from .cost import cost_table, count_macs
 from .distill import distill, evaluate, recalibrate_bn, _bn_stats
@@ -81,7 +82,7 @@ class Explorer:
     "Budget slider, per-layer and per-pixel views, PI cost, accuracy and a live frontier for one model and dataset."
     def __init__(self,
                  model_or_net:nn.Module, # a CNN with ReLUs, or a net from `relufy`
-                 data, # a `Data` (train/valid loaders, `.batch`, `.example`), e.g. `digits_data()`
+                 data, # a `Data` (e.g. `digits_data()`) or what `as_data` takes: (train_loader, valid_loader), (x, y) tensors, (train_set, valid_set)
                  example:torch.Tensor|None=None, # input batch for `relufy` (default `data.example(2)`)
                  methods:tuple=('taylor', 'random'), # scoring methods offered (`list_methods()`); the first is shown
                  strategy:str='global', # allocation strategy (`list_strategies()`)
@@ -97,9 +98,7 @@ class Explorer:
                  update_threads:int|None=1, # torch threads during a slider update (None: torch's setting)
                  bn_images:int=0, # >0: the accuracy readout first recomputes BatchNorm statistics on that many training images
                 ):
-        if not all(hasattr(data, a) for a in ('train', 'valid', 'batch')):
-            raise TypeError(f"data must be a relu_explore `Data` (train/valid loaders and .batch()), got {type(data).__name__}: "
-                            "build one with relu_explore.data.digits_data() or get_data(name).")
+        data = as_data(data)
         methods = [methods] if isinstance(methods, str) else list(methods)
         bad = [m for m in methods if m not in list_methods()]
         if not methods or bad:
@@ -426,7 +425,7 @@ def distil_point(self:Explorer,
 
 # %% ../nbs/10_explorer.ipynb #17ffc240
 def explore(model_or_net:nn.Module, # a CNN with ReLUs, or a net from `relufy`
-            data, # a `Data`, e.g. `digits_data()`
+            data, # a `Data` (e.g. `digits_data()`) or what `as_data` takes
             **kwargs): # everything `Explorer` takes (methods=, strategy=, budget=, ...)
     "An `Explorer` for a notebook; if the model cannot be explored, an error box saying why instead of a dead widget."
     try: return Explorer(model_or_net, data, **kwargs)

@@ -10,6 +10,7 @@ import torch, torch.nn as nn
 import pandas as pd
 from .sites import relufy, get_masks, set_masks, relu_count, relu_total, save_masks
 from .sensitivity import score
+from .data import as_data
 from .budget import allocate
 from .distill import distill, evaluate
 from .cost import pi_cost
@@ -40,7 +41,7 @@ def _budget_list(budgets, total):
 
 # %% ../nbs/07a_sweeps.ipynb #97e74476
 def sweep(model:nn.Module, # the trained dense model: relufied here, and the distillation teacher
-          data, # a `relu_explore.data.Data` (train/valid loaders)
+          data, # a `Data`, or what `as_data` takes: (train_loader, valid_loader), (x, y) tensors, (train_set, valid_set)
           budgets, # kept-ReLU counts per image (ints) or keep fractions (floats in (0,1])
           store, # a `ResultsStore`, or a folder / database URL to open one in
           method:str='taylor', # sensitivity method (`list_methods()`)
@@ -58,7 +59,7 @@ def sweep(model:nn.Module, # the trained dense model: relufied here, and the dis
           artifacts=None, # folder for each point's masks and weights (default: beside the SQLite store)
           **distill_opts) -> pd.DataFrame:
     "Run one distilled point per budget, persisting each as it finishes; returns the finished rows."
-    timings = {} if timings is None else timings
+    timings, data = {} if timings is None else timings, as_data(data)
     model_name = model_name or type(model).__name__
     dataset = dataset or getattr(data, 'name', 'data')
     t0 = time.perf_counter()

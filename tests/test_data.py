@@ -202,3 +202,84 @@ def test_cifar_in_memory_matches_the_per_image_path(tmp_path):
     assert (len(h.train_ds), len(h.valid_ds)) == (80, 20)
     fct.test_fail(lambda: cifar10_data(tmp_path, in_memory=True, num_workers=2), contains='drop num_workers')
     fct.test_fail(lambda: cifar10_data(tmp_path, in_memory=True, valid_split='val'), contains="use 'test' or a fraction")
+
+
+# ---------- as_data: the researcher's own loaders, tensors and datasets ----------
+from torch.utils.data import DataLoader, Dataset
+from relu_explore.data import as_data
+
+def _xy(n=120, classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    return torch.randn(n, 1, 8, 8, generator=g) + y.view(-1, 1, 1, 1).float(), y
+
+def test_as_data_tensors_stratified_seeded_holdout():
+    x, y = _xy()
+    d = as_data((x, y))
+    assert (len(d.train_ds), len(d.valid_ds), d.num_classes, d.input_shape, d.name) == (96, 24, 4, (1, 8, 8), 'tensors')
+    assert torch.bincount(d.valid_ds.tensors[1]).tolist() == [6, 6, 6, 6]           # 20 % of every class
+    tr, va = d.train_ds.tensors[0], d.valid_ds.tensors[0]
+    assert not (torch.cdist(tr.flatten(1), va.flatten(1)) == 0).any()               # disjoint
+    assert torch.equal(as_data((x, y)).valid_ds.tensors[0], va)                     # same seed, same split
+    assert not torch.equal(as_data((x, y), seed=1).valid_ds.tensors[0], va)
+    both = as_data((x, y), valid_frac=0, batch_size=16)                            # all of it for both
+    assert torch.equal(both.train_ds.tensors[0], x) and torch.equal(both.valid_ds.tensors[0], x) and both.train.batch_size == 16
+    assert as_data((x.numpy(), y.numpy())).num_classes == 4                         # numpy arrays too
+
+def test_as_data_loader_pair_and_dataset_pair():
+    x, y = _xy()
+    tl, vl = DataLoader(TensorDataset(x[:80], y[:80]), batch_size=16, shuffle=True), DataLoader(TensorDataset(x[80:], y[80:]), batch_size=16)
+    d = as_data((tl, vl))
+    assert d.train is tl and d.valid is vl and (d.num_classes, d.input_shape) == (4, (1, 8, 8))
+    class Images(Dataset):                                   # torchvision-style: (tensor, int) items, .classes, .targets
+        classes = ['a', 'b', 'c', 'd', 'e']
+        def __init__(self, x, y): self.x, self.targets = x, y.tolist()
+        def __len__(self): return len(self.x)
+        def __getitem__(self, i): return self.x[i], self.targets[i]
+    s = as_data((Images(x[:80], y[:80]), Images(x[80:], y[80:])), batch_size=8)
+    assert (s.num_classes, s.input_shape, s.classes, s.name, s.train.batch_size) == (5, (1, 8, 8), Images.classes, 'images', 8)
+    xb, yb = s.batch(4)
+    assert xb.shape == (4, 1, 8, 8) and yb.tolist() == y[80:84].tolist()
+    class Bare(Dataset):                                     # no classes, no targets: one pass over the validation loader
+        def __init__(self, x, y): self.x, self.y = x, y
+        def __len__(self): return len(self.x)
+        def __getitem__(self, i): return self.x[i], int(self.y[i])
+    assert as_data((Bare(x[:80], y[:80]), Bare(x[80:], y[80:]))).num_classes == 4
+    assert as_data((Bare(x[:80], y[:80]), Bare(x[80:], y[80:])), num_classes=7).num_classes == 7
+
+def test_as_data_refuses_what_it_cannot_use():
+    x, y = _xy()
+    accepts = 'relu_explore takes a relu_explore Data; a (train_loader, valid_loader) pair'
+    fct.test_fail(lambda: as_data([x[i] for i in range(5)]), contains=accepts)                  # a list of images
+    fct.test_fail(lambda: as_data([x[0], x[1]]), contains='integer class indices')              # two images are not (x, y)
+    dicts = DataLoader([{'image': x[i], 'label': int(y[i])} for i in range(8)], batch_size=4)
+    fct.test_fail(lambda: as_data((dicts, dicts)), contains='yields dicts')
+    fct.test_fail(lambda: as_data((dicts, dicts)), contains='collate_fn that returns (inputs, labels)')
+    fct.test_fail(lambda: as_data(DataLoader(TensorDataset(x, y))), contains='pass (train_loader, valid_loader)')
+    fct.test_fail(lambda: as_data(x), contains='inputs without labels')
+    fct.test_fail(lambda: as_data((x, y.float())), contains='integer class indices')
+    fct.test_fail(lambda: as_data(((x * 40).to(torch.uint8), y)), contains='x.float() / 255')
+    fct.test_fail(lambda: as_data((x, y[:-1])), contains='one class index per input')
+    fct.test_fail(lambda: as_data({'train': x}), contains=accepts)
+
+def test_entry_points_take_plain_data():
+    "score, run_recipe, compare_recipes and method_run_point take loaders and tensors through as_data."
+    from relu_explore.models import tiny_net
+    from relu_explore.sites import relufy, relu_count
+    from relu_explore.sensitivity import score
+    from relu_explore.methods import run_recipe, compare_recipes, method_run_point, random_recipe
+    x, y = _xy(96, classes=4)
+    torch.manual_seed(0)
+    model = tiny_net(num_classes=4)
+    tl, vl = DataLoader(TensorDataset(x[:64], y[:64]), batch_size=16, shuffle=True), DataLoader(TensorDataset(x[64:], y[64:]), batch_size=16)
+    net = relufy(model, x[:2])
+    s1, s2 = score(net, (x[64:], y[64:]), 'taylor'), score(net, (tl, vl), 'taylor')          # one batch / the valid loader
+    assert all(torch.allclose(s1[k], s2[k], rtol=1e-4, atol=1e-6) for k in s1)
+    res = run_recipe('random', model, (tl, vl), 300, epochs=1, device='cpu')
+    assert res.relus == relu_count(res.net) == 300 and 0 <= res.acc <= 1
+    df = compare_recipes(model, (x, y), [300], methods=['random'], epochs=1, device='cpu')
+    assert df.relus.tolist() == [300]
+    vals, _ = method_run_point(model, (x, y), 'random', epochs=1, device='cpu')(dict(point_key='p', budget=200))
+    assert vals['relus'] == 200
+    fct.test_fail(lambda: random_recipe(model, (tl, vl), 300), contains='call run_recipe(name, model, data')
+    fct.test_fail(lambda: run_recipe('random', model, [x[i] for i in range(3)], 300), contains='relu_explore takes a relu_explore Data')

@@ -207,3 +207,15 @@ def test_slider_snap_of_a_typed_budget_is_not_a_move(ex):
     assert ex.budget == 333 and ex.controls['count'].value == 333
     ex.controls['slider'].value = 10 ** (round(math.log10(333), 2) + 0.01)   # one step right: a real move
     assert ex.budget == round(10 ** 2.53)
+
+def test_plain_tensors_and_loaders_go_in(model, data):
+    "Explorer(model, (x, y)): as_data holds out 20 % (stratified, seeded); a loader pair goes in as it is; dict batches are refused."
+    x, y = data.train_ds.tensors
+    ex = Explorer(model, (x, y), methods=('random',), budget=300, acc_delay=None, eval_n=64)
+    assert ex.relus == relu_count(ex.net) == 300 and ex.data.num_classes == 10 and abs(len(ex.data.valid_ds) - 0.2 * len(x)) < 1
+    assert 0 <= ex.accuracy() <= 1
+    ex2 = Explorer(model, (data.train, data.valid), methods=('random',), budget=300, acc_delay=None, eval_n=64)
+    assert ex2.data.train is data.train and ex2.data.input_shape == (1, 8, 8)
+    dicts = tud.DataLoader([{'image': x[i], 'label': int(y[i])} for i in range(8)], batch_size=4)
+    fct.test_fail(lambda: Explorer(model, (dicts, dicts)), contains='yields dicts')
+    fct.test_fail(lambda: Explorer(model, [x[i] for i in range(4)]), contains='relu_explore takes a relu_explore Data')

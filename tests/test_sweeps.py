@@ -67,3 +67,21 @@ def test_warm_start(tmp_path):
     big, small = df.index.max(), df.index.min()
     assert df.loc[big, 'warm_start_from'] == 'teacher'
     assert df.loc[small, 'warm_start_from'] == df.loc[big, 'point_key']
+
+def test_sweep_takes_a_loader_pair(tmp_path):
+    "sweep(model, (train_loader, valid_loader), ...) goes through as_data: rows stored, dataset label from the data; dict batches refused."
+    import fastcore.test as fct
+    from torch.utils.data import DataLoader, TensorDataset
+    from relu_explore.data import digits_data
+    from relu_explore.models import tiny_net
+    from relu_explore.sweeps import sweep
+    d = digits_data(batch_size=64)
+    (xt, yt), (xv, yv) = d.train_ds.tensors, d.valid_ds.tensors
+    tl, vl = DataLoader(TensorDataset(xt[:256], yt[:256]), batch_size=64, shuffle=True), DataLoader(TensorDataset(xv[:128], yv[:128]), batch_size=64)
+    torch.manual_seed(0)
+    m = tiny_net()
+    df = sweep(m, (tl, vl), budgets=[0.5, 0.1], store=tmp_path / 'pair', epochs=1, progress=False)
+    assert sorted(df.relus.tolist()) == sorted(df.budget.tolist()) and len(df) == 2 and set(df.dataset) == {'tensors'}
+    assert len(load_results(tmp_path / 'pair')) == 2
+    dicts = DataLoader([{'image': xt[i], 'label': int(yt[i])} for i in range(8)], batch_size=4)
+    fct.test_fail(lambda: sweep(m, (dicts, dicts), budgets=[0.5], store=tmp_path / 'dicts', progress=False), contains='yields dicts')
