@@ -78,7 +78,7 @@ PRESETS = {
         'deepreduce': dict(lr=0.05),
         'senet': dict(lr=0.05, loc_lr=0.05, loc_epochs=2),
         'snl': dict(lr=0.05, lam=1e-2, lam_growth=1.5, warmup=1, mask_lr=1e-2, mask_epochs=15),
-        'autorep': dict(score_lr=0.05),
+        'autorep': dict(lam=20., score_lr=0.05, cut_epochs=2),
     },
 }
 
@@ -489,6 +489,44 @@ def snl_recipe(model:nn.Module, # the trained dense model (also the teacher)
                  count_at_stop=log[-1]['count'] if log else None, history=h)
     return _finish('snl', net, data, b, total, notes, device, seed, epochs + len(log))
 
+# %% ../nbs/06_methods.ipynb #9ca0e299
+_SNL = 'selective_network_linearization/'
+paper_setting(
+    PaperSetting('snl', 'gate phase: most epochs', '2000; stops at the first epoch whose count is within the budget',
+                 _SNL + 'snl_finetune_unstructured.py: main (--epochs 2000; break when relu_count <= relu_budget)', 2000, 'mask_epochs'),
+    PaperSetting('snl', 'gate phase: initial λ', '1e-5', _SNL + 'scripts/snl_resnet18_c100_relu_*.sh (ALPHA=1e-5)', 1e-5, 'lam'),
+    PaperSetting('snl', 'gate phase: λ growth', '×1.1 after an epoch without a new lowest count',
+                 _SNL + 'snl_finetune_unstructured.py: main (args.alpha *= 1.1)', 1.1, 'lam_growth'),
+    PaperSetting('snl', 'gate phase: warm-up', 'λ may grow once the 0-based epoch index is >= 5',
+                 _SNL + 'snl_finetune_unstructured.py: main (epoch >= 5)', 5, 'warmup'),
+    PaperSetting('snl', 'gate count threshold ε', '0.01', _SNL + 'scripts/snl_resnet18_c100_relu_*.sh (THRESHOLD=1e-2); '
+                 'snl_finetune_unstructured.py: relu_counting', 0.01, 'eps'),
+    PaperSetting('snl', 'gate phase: optimiser', 'one Adam over weights and gates, lr 1e-3, no weight decay, constant lr',
+                 _SNL + 'snl_finetune_unstructured.py: main (Adam(net.parameters(), lr=args.lr)); scripts (LR=1e-3)', 1e-3, 'mask_lr'),
+    PaperSetting('snl', 'gate learning rate', "the weights' Adam rate (one group)", _SNL + 'snl_finetune_unstructured.py: main',
+                 None, 'gate_lr'),
+    PaperSetting('snl', 'gate phase and fine-tuning loss: KD temperature', 'CE + 1.0·T²·KL(teacher ‖ student), T = 4, batchmean; '
+                 'the gate phase adds λ·Σ|α| over every gate', _SNL + 'utils.py: SoftTarget, mask_train_kd_unstructured, train_kd', 4., 'T'),
+    PaperSetting('snl', 'gates', 'one per ReLU element, initialised to 1, not clipped: y = α·relu(x) + (1 − α)·x',
+                 _SNL + 'archs_unstructured/cifar_resnet.py: LearnableAlpha'),
+    PaperSetting('snl', 'binarisation', 'α > 0.01 becomes 1, the rest 0, frozen (count at most B)',
+                 _SNL + 'snl_finetune_unstructured.py: main (Line 11)', 'threshold', 'binarize'),
+    PaperSetting('snl', 'fine-tuning epochs', '100', _SNL + 'scripts/snl_resnet18_c100_relu_*.sh (FINETUNE_EPOCH=100)', 100, 'epochs'),
+    PaperSetting('snl', 'fine-tuning optimiser', 'SGD lr 1e-3, momentum 0.9, weight decay 5e-4, cosine over the epochs',
+                 _SNL + 'snl_finetune_unstructured.py: main (SGD(..., lr=1e-3, ...), CosineAnnealingLR)', 1e-3, 'lr',
+                 'same values; the cosine steps per batch here, per epoch there (a negligible difference)'),
+    PaperSetting('snl', 'teacher', 'the pretrained all-ReLU model, eval mode', _SNL + 'snl_finetune_unstructured.py: main (base_classifier.eval())'),
+    PaperSetting('snl', 'batch size', '128 (argparse default 256)', _SNL + 'scripts/snl_resnet18_c100_relu_*.sh (BATCH=128)',
+                 "the data's batch_size", None, 'set by the data, not the recipe: cifar10_data(batch_size=128) is the default'),
+    PaperSetting('snl', 'model', 'resnet18_in: CIFAR ResNet18 without a stem ReLU (491,520 ReLUs at 32×32)',
+                 _SNL + 'archs_unstructured/cifar_resnet.py: ResNet_IN.forward', "the caller's", None,
+                 "the model is the caller's: cifar_resnet18(stem_relu=False) is SNL's; the row's stem_relu says which was used"),
+    PaperSetting('snl', 'result', 'the fine-tuning epoch with the best test top-1',
+                 _SNL + 'snl_finetune_unstructured.py: main (best_top1, snl_best_checkpoint_*)', 'the last epoch', None,
+                 'we never select: acc is the last epoch, acc_best/best_epoch beside it (see Shared stages)'),
+)
+PRESETS['cpu']['snl'] = dict(mask_epochs=6, lam=1e-3, lam_growth=2., warmup=1, gate_lr=5e-3, binarize='top', lr=0.01)
+
 # %% ../nbs/06_methods.ipynb #b426bcdf
 class _HysteresisGate(torch.autograd.Function):
     "Forward: the hysteresis update of the binary gate; backward: softplus(a) times the incoming gradient."
@@ -674,6 +712,52 @@ def autorep_recipe(model:nn.Module, # the trained dense model (also the teacher)
         notes['acc_before_ft'] = evaluate(net, data.valid, device=dev)['acc']
         notes['history'] = curve = _kd(net, model, data, ft, 'snl', seed, dev, progress, T=T, lr=ft_lr)
     return _finish('autorep', net, data, b, total, notes, dev, seed, epochs + ft, curve=curve)
+
+# %% ../nbs/06_methods.ipynb #a6ba93e8
+_AR = 'AutoReP/'
+paper_setting(
+    PaperSetting('autorep', 'gate phase epochs', '200', _AR + 'scripts/cifar100.sh (--mask_epochs 200)', 200, 'epochs'),
+    PaperSetting('autorep', 'penalty λ', '140 (ResNet18, CIFAR-100, 9K); 80 (WRN-22-8, 80K); argparse default 10',
+                 _AR + 'scripts/cifar100.sh (--lamda 14e1, 8e1); util_func/config.py', 140., 'lam',
+                 "the ResNet18 script's value; pass lam=80 for WRN-22-8"),
+    PaperSetting('autorep', 'hysteresis threshold', '0.003 (argparse default 0.001)', _AR + 'scripts/cifar100.sh (--threshold 0.003)', 0.003, 't'),
+    PaperSetting('autorep', 'optimiser', 'one Adam over weights, coefficients and scores, lr 1e-3, no weight decay',
+                 _AR + 'train_cifar.py: main (Adam(model.weights_and_alpha(), w_mask_lr)); scripts/cifar100.sh (--w_mask_lr 0.001)', 1e-3, 'lr'),
+    PaperSetting('autorep', 'score learning rate', 'the same Adam rate (one group)', _AR + 'train_cifar.py: main', 1e-3, 'score_lr'),
+    PaperSetting('autorep', 'schedule', 'cosine over the gate epochs down to 1e-5, stepped per epoch',
+                 _AR + 'train_cifar.py: main (CosineAnnealingLR(T_max=mask_epochs, eta_min=w_lr_min=1e-5))', None, None,
+                 'cosine to 0, stepped per batch (a negligible difference)'),
+    PaperSetting('autorep', 'loss: KD temperature', 'CE + 1.0·T²·KL (T = 4) + λ·relu(density − B/total)',
+                 _AR + 'train_util/train_util.py: train_mask_distil; train_cifar.py: main (SoftTarget(4.0))', 4., 'T'),
+    PaperSetting('autorep', 'gates', 'score a ~ U(0,1), state m = 1; hysteresis update before each forward; gradient softplus(a)·∂L/∂m',
+                 _AR + 'models_util/model_spReLU_relay.py: init_w_aux, update_mask, STEFunction_relay'),
+    PaperSetting('autorep', 'coefficient refresh: variance floor', 'approx_2rd_torch(running mean, max(running var, 0.5)) → (w0/5, w1, w2/10)',
+                 _AR + 'approx/approx_torch.py: approx_2rd_torch; models_util/model_spReLU_relay.py: update_poly; util_func/config.py (--var_min 0.5)',
+                 0.5, 'var_min'),
+    PaperSetting('autorep', 'x² scale', 'forward scale_x2·w2·x² with the trained w2; scale_x2 = 0.1',
+                 _AR + 'models_util/auto_poly.py: x2act_auto; scripts/cifar100.sh (--scale_x2 0.1)', 0.1, 'scale_x2',
+                 "same update: we store the effective coefficient and scale its Adam step by scale_x2 (equal up to Adam's ε)"),
+    PaperSetting('autorep', 'coefficient refresh: period', 'every 10th forward', _AR + 'models_util/model_spReLU_relay.py: update_poly (itr_cnt % 10)',
+                 10, 'refresh_every'),
+    PaperSetting('autorep', 'coefficient refresh: window', 'while itr_cnt < 508', _AR + 'models_util/model_spReLU_relay.py: update_poly',
+                 508, 'refresh_until', 'we count training steps; the code also counts evaluation forwards'),
+    PaperSetting('autorep', 'initial coefficients', '(w0, w1, w2) ~ (U(0, 1e-4), U(1, 1 + 1e-4), U(0, 1e-4))',
+                 _AR + 'models_util/model_spReLU_relay.py: ReLU_masked_dapa_relay.init_w_aux', '(0, 1, 0)', None, 'without the 1e-4 jitter'),
+    PaperSetting('autorep', 'fine-tuning epochs', '0 (--epochs 0)', _AR + 'scripts/cifar100.sh', 0, 'ft_epochs'),
+    PaperSetting('autorep', 'final mask', 'the trained state m', _AR + 'train_cifar.py: main (best_mask_train.pth.tar holds m)', 'm', None,
+                 'same when the gate phase ends within the budget; above it we cut to B by score and distil (the code never cuts)'),
+    PaperSetting('autorep', 'KD epochs after a cut', 'no cut in the code',
+                 '[default]: a cut changes the net the weights were trained with, so a short KD repair follows', 5, 'cut_epochs', 'ours'),
+    PaperSetting('autorep', 'batch size', '128', _AR + 'scripts/cifar100.sh (--batch_size 128)', "the data's batch_size", None,
+                 'set by the data, not the recipe'),
+    PaperSetting('autorep', 'model', "resnet18_in (SNL's, no stem ReLU) and wide_resnet_22_8 (final ReLU never called)",
+                 _AR + 'models_snl/cifar_resnet.py', "the caller's", None,
+                 "cifar_resnet18(stem_relu=False), wrn_22_8(final_relu=False) match; the row's stem_relu says which was used"),
+    PaperSetting('autorep', 'result', 'the epoch with the best test top-1 among those whose count is below B + 2K',
+                 _AR + 'train_cifar.py: main ((relu_count - ReLU_count) < 2)', 'the last epoch', None,
+                 'we never select: acc is the last epoch, acc_best/best_epoch beside it (see Shared stages)'),
+)
+PRESETS['cpu']['autorep'] = dict(lam=140., score_lr=1e-2, ft_epochs=4, cut_epochs=4)
 
 # %% ../nbs/06_methods.ipynb #e2acac5d
 def compare_recipes(model:nn.Module, # the trained dense model (also the teacher)
