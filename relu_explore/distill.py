@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_distill.ipynb #517d9d32
 from __future__ import annotations
-import copy, hashlib, inspect, json, math, os, time
+import copy, hashlib, inspect, json, math, os, time, warnings
 from collections import namedtuple
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -130,7 +130,8 @@ class History:
         return self.records[-1] if self.records else None
     def to_df(self) -> pd.DataFrame:
         "One row per epoch."
-        return pd.DataFrame(self.records, columns=_HIST_COLS)
+        extra = dict.fromkeys(k for r in self.records for k in r if k not in _HIST_COLS)   # e.g. 'backoff' after a non-finite loss
+        return pd.DataFrame(self.records, columns=_HIST_COLS + list(extra))
     def __repr__(self):
         return f"History({len(self)} epochs)" + ('\n' + self.to_df().to_string(index=False) if self.records else '')
     def _repr_html_(self): return self.to_df()._repr_html_()
@@ -577,6 +578,21 @@ class _Ticker:
         self.ev = torch.cuda.Event(); self.ev.record()
         return self.value
 
+_BACKOFF = 0.1   # lr factor after a non-finite loss [default]: one step recovered every BN-free test net that diverged (a half needed up to 3)
+
+def _snapshot(student, optim, scheduler):
+    "Copies of the weights and buffers (masks included), the optimiser state and the schedule, on their devices."
+    return ({k: v.detach().clone() for k, v in student.state_dict().items()}, copy.deepcopy(optim.state_dict()),
+            copy.deepcopy(scheduler.state_dict()))
+
+def _restore(snap, student, optim, scheduler, factor):
+    "Put a `_snapshot` back and multiply the learning rate, now and for the rest of the schedule, by `factor`."
+    w, o, s = snap
+    student.load_state_dict(w)
+    optim.load_state_dict(copy.deepcopy(o)); scheduler.load_state_dict(copy.deepcopy(s))
+    scheduler.base_lrs = [b * factor for b in scheduler.base_lrs]
+    for g in optim.param_groups: g['lr'] *= factor
+
 def _preflight(s_fwd, t_fwd, x, y, teacher_needed):
     "Check outputs and labels on the first batch: shapes of teacher and student agree, labels are valid class indices."
     with torch.inference_mode():
@@ -595,7 +611,7 @@ def _preflight(s_fwd, t_fwd, x, y, teacher_needed):
 
 # %% ../nbs/05_distill.ipynb #32f3add3
 def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, sched, weight_decay, momentum, device, ckpt_dir,
-         resume, callbacks, progress, compile, amp, seed, train_masks, augment, gpu_data, feat_modules, penalty, loss_opts, hooks=()):
+         resume, callbacks, progress, compile, amp, seed, train_masks, augment, gpu_data, feat_modules, penalty, loss_opts, hooks=(), backoffs=3):
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs={epochs!r}: give a whole number >= 0 (epochs=0 returns at once and changes nothing).")
     lo = _get_loss(loss)
@@ -692,13 +708,19 @@ def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, s
             from tqdm.auto import tqdm
             bar = tqdm(total=(epochs - start) * n_steps, desc=kind, unit='batch', dynamic_ncols=True)
         ticker, every = _Ticker(dev), max(1, n_steps // 20)
-        for epoch in range(start, epochs):
+        guard = backoffs is not None                             # None: only the epoch's mean loss is checked
+        on_device = guard and optim.defaults.get('fused') is True   # CUDA: the fused step skips a flagged update on the device
+        limit = 0 if (hooks or not guard) else int(backoffs)     # hooks keep state a restore cannot put back
+        watch, tries, notes, epoch = _Ticker(dev), 0, [], start
+        while epoch < epochs:
             es = _mix_seed(seed, epoch, rank)
             torch.manual_seed(es)
             _set_epoch(trn, epoch, seed)
             g_aug = torch.Generator(device=dev).manual_seed(es) if augment and not isinstance(trn, GPUBatches) else None
             s_view.train()
             acc, n, t0 = torch.zeros(2, device=dev), 0, time.perf_counter()
+            good = _snapshot(student, optim, scheduler) if limit else None   # the last good state (timed with the epoch)
+            bad_at, flags = None, torch.zeros(2, device=dev) if on_device else None   # [non-finite steps, steps before the first]
             for i, (x, y) in enumerate(trn):
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
                 if g_aug is not None and x.dim() == 4: x = random_crop_flip(x, g_aug)
@@ -718,6 +740,12 @@ def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, s
                 if penalty is not None: l = l + penalty(student)
                 optim.zero_grad(set_to_none=True)
                 l.backward()
+                if on_device:                                   # no host sync: the flag stays on the device
+                    optim.found_inf = bad = l.detach().float().isfinite().logical_not().float()
+                    flags[0] += bad; flags[1] += flags[0] == 0
+                elif guard and bad_at is None and not math.isfinite(l.item()):
+                    bad_at = i                                  # on the CPU the loss is at hand: stop before the bad update
+                    if world == 1: break
                 optim.step()
                 scheduler.step()
                 for hk in hooks: hk.after_step(student, epoch * n_steps + i)
@@ -728,11 +756,35 @@ def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, s
                     if i % every == 0 and (v := ticker.poll(acc, n)) is not None:
                         bar.set_postfix(epoch=epoch + 1, loss=f"{v[0][0] / max(v[1], 1):.4f}", acc=f"{v[0][1] / max(v[1], 1):.3f}",
                                         img_s=f"{v[1] * world / max(time.perf_counter() - t0, 1e-9):.0f}", refresh=False)
-            tot = torch.cat([acc, torch.tensor([float(n)], device=dev)])
+                if on_device and world == 1 and i % every == 0 and (v := watch.poll(flags, i)) is not None and v[0][0] > 0: break
+            if on_device: optim.found_inf = None
+            nb = flags[:1] if on_device else torch.tensor([float(bad_at is not None)], device=dev)
+            tot = torch.cat([acc, torch.tensor([float(n)], device=dev), nb])
             if world > 1:
                 import torch.distributed as dist
                 dist.all_reduce(tot)
-            loss_sum, correct, n_all = tot.tolist()
+            loss_sum, correct, n_all, n_bad = tot.tolist()
+            if n_bad > 0:                                       # a non-finite loss in this epoch (in some process)
+                if on_device: bad_at = int(flags[1]) if flags[0] > 0 else None
+                where = f"step {bad_at + 1} of {n_steps}" if bad_at is not None else "a step of another process"
+                if tries >= limit or bad_at == 0:
+                    now = lr * _BACKOFF ** tries
+                    first = (f": the loss is not finite before any update of the epoch, so its starting weights are unusable "
+                             f"(mean train loss of the epoch before: {hist.last['train_loss'] if hist.last else float('nan'):.3g}) "
+                             "and no lower lr from there can help" if bad_at == 0 and limit else '')
+                    raise FloatingPointError(
+                        f"Training diverged in epoch {epoch + 1}: non-finite loss at {where}"
+                        + (f" after {tries} lr back-off(s) that restored the start of the epoch" if tries else '') + first
+                        + f". Lower lr (now {now:.3g}) or pass amp=False"
+                        + ('; with hooks a run stops at the first non-finite loss (their state cannot be restored)' if hooks and guard else '')
+                        + (f"; the checkpoint of the last good epoch is kept in {ckpt_dir}" if ckpt_dir else '') + '.')
+                _restore(good, student, optim, scheduler, _BACKOFF)
+                tries += 1
+                notes.append(f"epoch {epoch + 1}: non-finite loss at {where}, restored the start of the epoch, lr x{_BACKOFF} "
+                             f"(back-off {tries} of at most {limit})")
+                if main: warnings.warn(f"distill: {notes[-1]}.", stacklevel=3)
+                if bar is not None: bar.total += i + 1; bar.refresh()
+                continue
             t_train = time.perf_counter() - t0
             train_loss = loss_sum / n_all
             if not math.isfinite(train_loss):
@@ -742,6 +794,7 @@ def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, s
             vl, va = (float('nan'), float('nan')) if val is None else _eval_pass(s_eval, val, dev, amp, cl, world)[:2]
             rec = dict(epoch=epoch + 1, train_loss=train_loss, train_acc=correct / n_all, valid_loss=vl, valid_acc=va,
                        lr=optim.param_groups[0]['lr'], img_s=n_all / t_train, seconds=time.perf_counter() - t0)
+            if notes: rec['backoff'], notes = '; '.join(notes), []
             hist.append(rec)
             if bar is not None: bar.set_postfix(epoch=epoch + 1, loss=f"{train_loss:.4f}", acc=f"{rec['train_acc']:.3f}",
                                                 valid_acc=f"{va:.3f}", img_s=f"{rec['img_s']:.0f}")
@@ -753,6 +806,7 @@ def _fit(student, teacher, train_dl, valid_dl, epochs, *, kind, loss, lr, opt, s
                     history=hist.records, config=json.dumps(cfg), config_hash=cfg_hash))
             if main:
                 for f in callbacks: f(epoch + 1, rec)
+            epoch += 1
         if bar is not None: bar.close()
         return hist
     finally:
@@ -787,13 +841,14 @@ def distill(student:nn.Module, # the net to train (usually relufied, initialised
             feat_modules=None, # call sites whose outputs feature losses compare; default `stage_output_sites(student)`
             penalty=None, # `penalty(student) -> Tensor` added to each batch's loss (e.g. an L1 on masks)
             hooks=(), # `StepHook`s called around each training step (e.g. AutoReP's gates); no ckpt_dir with hooks
+            backoffs:int|None=3, # after a non-finite loss: restore the epoch's start, lr x0.1, at most this often (0: stop at once; None: no per-step check)
             **loss_opts # options of the loss, e.g. T=4, lam=0.9
            ) -> History:
     "Retrain `student` with knowledge distillation from `teacher`; one record per epoch."
     return _fit(student, teacher, train, valid, epochs, kind='distill' if teacher is not None else 'train', loss=loss, lr=lr, opt=opt,
                 sched=sched, weight_decay=weight_decay, momentum=momentum, device=device, ckpt_dir=ckpt_dir, resume=resume,
                 callbacks=callbacks, progress=progress, compile=compile, amp=amp, seed=seed, train_masks=train_masks, augment=augment,
-                gpu_data=gpu_data, feat_modules=feat_modules, penalty=penalty, loss_opts=loss_opts, hooks=hooks)
+                gpu_data=gpu_data, feat_modules=feat_modules, penalty=penalty, loss_opts=loss_opts, hooks=hooks, backoffs=backoffs)
 
 def train(model:nn.Module, # the net to train, in place
           train, # DataLoader (or `GPUBatches`) of (x, y) training batches

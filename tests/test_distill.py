@@ -211,9 +211,10 @@ torch.manual_seed(0)
 model = NoBN()
 trn = DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=gpu_data)    # DataLoader path: fixed order (see test)
 val = DataLoader(TensorDataset(x[:20], y[:20]), batch_size=8)
-h = train(model, trn, val, epochs=3, lr=0.2, progress=False, gpu_data=gpu_data, device='cpu')
+h = train(model, trn, val, epochs=3, lr=float(sys.argv[4]) if len(sys.argv) > 4 else 0.2, progress=False, gpu_data=gpu_data, device='cpu')
 rank = int(os.environ.get('RANK', 0))
-torch.save({'sd': model.state_dict(), 'hist': [[r[k] for k in ('train_loss', 'train_acc', 'valid_loss', 'valid_acc')] for r in h]},
+torch.save({'sd': model.state_dict(), 'hist': [[r[k] for k in ('train_loss', 'train_acc', 'valid_loss', 'valid_acc')] for r in h],
+            'backoff': [r.get('backoff') for r in h]},
            os.path.join(out, f'rank{rank}.pt'))
 '''
 
@@ -305,3 +306,119 @@ def test_augment_refuses_a_dataset_that_crops_already():
     with pytest.raises(ValueError, match=r"augment=None or augment=False.*in_memory=True"):
         train(digits_resnet(num_classes=4, width=4), dl, None, epochs=1, augment=True, progress=False)
     assert len(train(digits_resnet(num_classes=4, width=4), dl, None, epochs=1, progress=False)) == 1   # augment=None: its own transforms only
+
+
+# 6. non-finite losses: caught at their step, the epoch restored at lr x0.1; healthy runs unchanged
+import warnings
+from relu_explore.distill import StepHook
+
+def _plain_net():
+    "A small conv net without normalisation layers (16x16 digits)."
+    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1, stride=2), nn.ReLU(),
+                         nn.Conv2d(64, 64, 3, padding=1, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 16, 128), nn.ReLU(),
+                         nn.Linear(128, 10))
+
+@pytest.fixture(scope='module')
+def digits16(): return digits_data(batch_size=64, upsample=16)
+
+@pytest.fixture(scope='module')
+def loud_teacher(digits16):
+    "A BN-free teacher trained to 97 %, its last layer scaled x4: logits up to about 100, as long CE training drifts to."
+    torch.manual_seed(0)
+    t = _plain_net()
+    train(t, digits16.train, digits16.valid, epochs=6, lr=0.05, progress=False, device='cpu')
+    with torch.no_grad(): t[-1].weight.mul_(4); t[-1].bias.mul_(4)
+    return t
+
+def _student(teacher, data, keep=0.3):
+    s = relufy(teacher, data.example())
+    g = torch.Generator().manual_seed(0)
+    set_masks(s, {k: (torch.rand(v.shape, generator=g) < keep).float() for k, v in get_masks(s).items()})
+    return s
+
+def test_default_distill_survives_a_bn_free_net_with_a_loud_teacher(digits16, loud_teacher):
+    x, _ = digits16.batch(256)
+    with torch.no_grad(): assert loud_teacher(x).abs().max() > 60
+    s = _student(loud_teacher, digits16)
+    before = evaluate(s, digits16.valid, device='cpu')['acc']
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        h = distill(s, loud_teacher, digits16.train, digits16.valid, epochs=4, progress=False, device='cpu')   # defaults: SGD 0.01, KD T=4
+    df = h.to_df()
+    assert df.train_loss.map(math.isfinite).all() and df.valid_loss.map(math.isfinite).all()
+    assert h.last['valid_acc'] > before + 0.02, (before, df.valid_acc.tolist())    # 0.924 -> 0.969 here
+    assert 'non-finite loss at step' in h[0]['backoff'] and 'lr x0.1' in h[0]['backoff']
+    assert any('restored the start of the epoch' in str(i.message) for i in w)
+    # the run without the per-step check (the loop as it was) stops with the error that names the fix
+    with pytest.raises(FloatingPointError, match='Lower lr'):
+        distill(_student(loud_teacher, digits16), loud_teacher, digits16.train, digits16.valid, epochs=4, progress=False,
+                device='cpu', backoffs=None)
+
+def test_a_healthy_run_is_bit_identical_with_and_without_the_check(digits):
+    runs = []
+    for b in (3, None):
+        torch.manual_seed(0)
+        m = tiny_net()
+        h = train(m, digits.train, digits.valid, epochs=2, progress=False, device='cpu', backoffs=b)
+        runs.append((m.state_dict(), h.to_df().drop(columns=['img_s', 'seconds'])))
+    assert _same_weights(runs[0][0], runs[1][0])
+    assert runs[0][1].equals(runs[1][1]) and 'backoff' not in runs[0][1]
+
+def test_a_run_that_still_diverges_names_the_fix(digits16):
+    torch.manual_seed(0)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step \d+ of 22 after 1 lr back-off\(s\).*Lower lr \(now 1e\+03\)"):
+        train(_plain_net(), digits16.train, None, epochs=1, lr=1e4, progress=False, device='cpu', backoffs=1)
+    torch.manual_seed(0)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step \d+ of 22\. Lower lr \(now 1e\+04\)"):
+        train(_plain_net(), digits16.train, None, epochs=1, lr=1e4, progress=False, device='cpu', backoffs=0)
+    g = torch.Generator().manual_seed(0)                 # weights blown up (finite loss) by the end of an epoch: no lower lr helps
+    x, y = torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 4, (64,), generator=g)
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, padding=1, stride=2), nn.ReLU(),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    with pytest.raises(FloatingPointError, match=r"at step 1 of 4: the loss is not finite before any update of the epoch"):
+        train(m, DataLoader(TensorDataset(x, y), batch_size=16), None, epochs=3, lr=1e3, progress=False, device='cpu')
+    class Nop(StepHook): pass
+    torch.manual_seed(0)
+    with pytest.raises(FloatingPointError, match='with hooks a run stops at the first non-finite loss'):
+        train(_plain_net(), digits16.train, None, epochs=1, lr=1e4, progress=False, device='cpu', hooks=[Nop()])
+
+def test_ddp_processes_back_off_together(tmp_path):
+    "Under torchrun a non-finite loss restores every process: they end with the same weights and the same note."
+    script = tmp_path / 'ddp.py'; script.write_text(DDP_SCRIPT); (tmp_path / 'ddp').mkdir()
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', str(script),
+                        str(tmp_path / 'ddp'), '8', '0', '3000'], capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / 'ddp' / f'rank{i}.pt', weights_only=True) for i in (0, 1))
+    assert _same_weights(r0['sd'], r1['sd']) and all(torch.isfinite(v).all() for v in r0['sd'].values())
+    assert r0['backoff'] == r1['backoff'] and any('non-finite loss at step' in (b or '') for b in r0['backoff']), r0['backoff']
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_cuda_check_is_on_the_device_and_changes_nothing_healthy(digits, digits16, loud_teacher):
+    "On CUDA the fused step skips a flagged update (found_inf); a healthy run is bit-identical to one without the check."
+    runs, flags = [], (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False    # two runs may differ otherwise
+    try:
+        for b in (3, None):
+            torch.manual_seed(0)
+            m = tiny_net()
+            train(m, digits.train, None, epochs=2, progress=False, backoffs=b, compile=False)
+            runs.append({k: v.cpu() for k, v in m.state_dict().items()})
+    finally: torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags
+    assert _same_weights(*runs)
+    s = _student(loud_teacher, digits16)
+    before = evaluate(s, digits16.valid)['acc']
+    h = distill(s, loud_teacher, digits16.train, digits16.valid, epochs=4, progress=False)
+    assert h.to_df().train_loss.map(math.isfinite).all() and h.last['valid_acc'] > before
+
+@pytest.mark.slow
+def test_bench_guard_rows_on_cpu():
+    "bench/distill.py --guard: the check on and off side by side in one process, its cost and its own work."
+    r = subprocess.run([sys.executable, str(ROOT / 'bench' / 'distill.py'), '--guard', '--rounds', '2', '--epochs', '2', '--steps', '2',
+                        '--batch', '4', '--width', '8'], capture_output=True, text=True, env=_env(), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [l for l in r.stdout.split('\n') if l.startswith('| o')]
+    assert [l.split('|')[1].strip() for l in rows] == ['off (backoffs=None)', 'on (backoffs=3, the default)'], r.stdout
+    assert all(float(l.split('|')[2]) > 0 and int(l.split('|')[5]) == 4 for l in rows), r.stdout
+    assert 'cost of the check:' in r.stdout and "the check's own work" in r.stdout
