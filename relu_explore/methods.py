@@ -363,7 +363,29 @@ def _top_count(values:torch.Tensor, k:int) -> torch.Tensor:
 def _spatial_random(shape, g) -> torch.Tensor:
     "Random scores that rank whole spatial positions (all channels) first, then elements within the last one."
     if len(shape) < 3: return torch.rand(shape, generator=g)
-    return torch.rand((1,) + tuple(shape[1:]), generator=g) + 1e-3 * torch.rand(shape, generator=g)
+    p = torch.rand((1,) + tuple(shape[1:]), generator=g)
+    rank = p.flatten().argsort().argsort().view(p.shape).float()       # distinct whole numbers: positions never interleave
+    return rank + 0.5 * torch.rand(shape, generator=g)
+
+def _reinit(net:nn.Module, seed:int):
+    "Fresh weights as the lineage's CustomResNet18 has them: conv kaiming-normal (fan_out, relu), BN 1/0 with fresh statistics, Linear torch's."
+    torch.manual_seed(int(seed))
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            if m.bias is not None: nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm): m.reset_parameters()
+        elif isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv3d)): m.reset_parameters()
+
+def _stepped_kd(net, model, data, epochs, milestones, lr, seed, device, progress, **kw) -> pd.DataFrame:
+    "Stage 3 under a step schedule: constant-lr `distill` runs, lr × 0.1 at each milestone (fractions of `epochs`)."
+    drops = sorted(int(round(f * epochs)) for f in milestones)
+    bounds = sorted({0, epochs, *[d for d in drops if 0 < d < epochs]})
+    parts = []
+    for a, b in zip(bounds, bounds[1:]):
+        h = _kd(net, model, data, b - a, 'senet', seed + a, device, progress, lr=lr * 0.1 ** sum(d <= a for d in drops), sched='constant', **kw)
+        h['epoch'] += a; parts.append(h)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 def _at_beta(net, beta):
     "β of the attention term: a number, or 'auto' = 1000·H·W/1024 of the first stage output."
@@ -381,24 +403,35 @@ def senet_recipe(model:nn.Module, # the trained dense model (also the teacher)
                  epochs:int=3, # stage-3 fine-tuning epochs
                  seed:int=0,
                  *, keep_frac:float|None=None, # instead of `budget`: a fraction of all ReLUs
+                 density:float=0.1, # stage 1: proxy density d of the pruning
+                 sparse_epochs:int=0, # stage 1: epochs of sparse training to reach d (0: one-shot pruning of the dense weights)
+                 sparse_lr:float=0.01, # stage 1: SGD learning rate of the sparse training
+                 eta:str='inverse', # stage 1: per-layer sensitivity from the kept density d_l: 'inverse' (d / d_l) or 'complement' (1 - d_l)
+                 profile_mode:str='count', # stage 1: per-site count ∝ η ('count') or keep fraction ∝ η ('fraction')
+                 score_batches:int=4, # training batches for the within-site (Taylor) scores of init='scores'
                  loc_epochs:int=3, # stage-2 epochs (one mask re-selection each; the lineage uses 150)
                  init:str='scores', # stage-2 initial mask: 'scores' (top of the SENet scores) or 'random' (the lineage)
-                 density:float=0.1, # proxy density of the stage-1 pruning
-                 profile_mode:str='count', # per-site count ∝ η ('count') or keep fraction ∝ η ('fraction')
-                 score_batches:int=4, # training batches for the within-site (Taylor) part of the scores
+                 loc_weights:str='dense', # stage-2 student starts from 'dense' (the teacher's weights) or 'scratch' (the lineage)
                  loc_lr:float=0.05, # stage-2 SGD learning rate (constant)
                  gamma:float=0.1, alpha:float=0.9, # stage-3 CE and KD weights
                  beta='auto', # stage-3 attention weight: a number or 'auto' (1000·H·W/1024)
                  T:float=4., # KD temperature
-                 lr:float=0.01, # stage-3 SGD learning rate, cosine schedule
+                 lr:float=0.01, # stage-3 SGD learning rate
+                 sched:str='cosine', # stage-3 schedule: 'cosine', or 'step' (lr × 0.1 at each of `milestones`)
+                 milestones=(0.625, 0.75, 0.875), # 'step': the drops as fractions of `epochs` (150, 180, 210 of 240)
                  device='auto', progress:bool=False) -> MethodResult:
     "SENet: pruning sensitivity → per-layer counts → per-pixel location search → logit + attention KD."
     _single_process('senet')
     if init not in ('random', 'scores'): raise ValueError(f"init={init!r} is not known: use 'random' or 'scores'.")
+    if loc_weights not in ('dense', 'scratch'): raise ValueError(f"loc_weights={loc_weights!r} is not known: use 'dense' or 'scratch'.")
+    if sched not in ('cosine', 'step'): raise ValueError(f"sched={sched!r} is not known: use 'cosine' or 'step'.")
+    dev = pick_device(device)
     net, b, total = _start(model, data, budget, keep_frac)
+    net.to(dev)
     sites = _per_image(net)
     _seed_epoch(data.train, seed, -1)                        # the scoring batches depend on the seed only
-    sc = score(net, data.train, 'senet', density=density, max_batches=score_batches)
+    sc = score(net, data.train, 'senet', density=density, max_batches=score_batches, eta=eta, sparse_epochs=sparse_epochs,
+               sparse_lr=sparse_lr, seed=seed, secondary='taylor' if init == 'scores' else None)
     prof = sc.per_layer_profile()
     alloc = allocate({k: sc[k] for k in sites}, b, strategy='per_layer', profile={k: prof[k] for k in sites}, profile_mode=profile_mode)
     counts = alloc.info['counts']
@@ -406,6 +439,8 @@ def senet_recipe(model:nn.Module, # the trained dense model (also the teacher)
         g = torch.Generator().manual_seed(int(seed))
         set_masks(net, {k: _top_count(_spatial_random(m.shape, g), counts[k]) for k, m in sites.items()}, strict=False)
     else: set_masks(net, dict(alloc), strict=False)
+    if loc_weights == 'scratch': _reinit(net, seed)
+    start_masks = {k: m.mask.detach().cpu().clone() for k, m in sites.items()}
     gapkd, best, log = _GapKD(sites, T=T), dict(acc=-1., state=None), []
     def reselect(epoch, rec):
         new = {k: _top_count(gapkd.gap[k], counts[k]) for k in sites}
@@ -420,9 +455,63 @@ def senet_recipe(model:nn.Module, # the trained dense model (also the teacher)
                 seed=seed, device=device, progress=progress, callbacks=[reselect])
         net.load_state_dict(best['state'])
     beta = _at_beta(net, beta)
-    h = _kd(net, model, data, epochs, 'senet', seed, device, progress, gamma=gamma, alpha=alpha, beta=beta, T=T, lr=lr)
-    notes = dict(profile=prof, counts=counts, sensitivity=sc.extra['table'], location=pd.DataFrame(log), beta=beta, history=h)
-    return _finish('senet', net, data, b, total, notes, device, seed, epochs + loc_epochs)
+    kw = dict(gamma=gamma, alpha=alpha, beta=beta, T=T)
+    if sched == 'step': h = _stepped_kd(net, model, data, epochs, milestones, lr, seed, device, progress, **kw)
+    else: h = _kd(net, model, data, epochs, 'senet', seed, device, progress, lr=lr, **kw)
+    notes = dict(profile=prof, counts=counts, sensitivity=sc.extra['table'], sparse=sc.extra['sparse'], start_masks=start_masks,
+                 location=pd.DataFrame(log), beta=beta, history=h)
+    return _finish('senet', net, data, b, total, notes, device, seed, epochs + loc_epochs + sparse_epochs)
+
+# %% ../nbs/06_methods.ipynb #54ba9353
+_RLNET = 'rlnet (SENet code lineage) '
+paper_setting(
+    PaperSetting('senet', 'stage 1: proxy density d', '0.1 [recall]', "[default]: ALGORITHMS.md §2.1; SENet's stage 1 is not in the lineage",
+                 .1, 'density'),
+    PaperSetting('senet', 'stage 1: how d is reached', 'sparse training of the all-ReLU model', "paper via summary (ALGORITHMS.md §2.1)",
+                 note="ours: gradual global magnitude pruning (sparse_train); the lineage's sparse learner (admm_core.py: Masking, "
+                      "sparse momentum) is not reproduced"),
+    PaperSetting('senet', 'stage 1: sparse-training epochs', '1/4 of the baseline (200) = 50',
+                 "[default]: ALGORITHMS.md §2.1; the paper's value could not be read", 50, 'sparse_epochs'),
+    PaperSetting('senet', 'stage 1: sensitivity from d_l', '"inversely correlated with pruning sensitivity"',
+                 "paper via summary (ALGORITHMS.md §2.1); formula [default]: d / d_l, chosen by the per-stage shares of "
+                 + _RLNET + "sensitivity_list.yaml", 'inverse', 'eta', note='form is ours'),
+    PaperSetting('senet', 'stage 1: allocation rule', 'per-layer counts from the sensitivity, capped at the layer size',
+                 '[default]: count ∝ η (ALGORITHMS.md §2.1); checked against ' + _RLNET + 'sensitivity_list.yaml shares',
+                 'count', 'profile_mode', note='rule is ours'),
+    PaperSetting('senet', 'stage 2: epochs', '150', _RLNET + 'train_student_stage1_multigpu.py: parse_option (--t1_epochs 150)', 150, 'loc_epochs'),
+    PaperSetting('senet', 'stage 2: initial mask', 'random spatial mask with keep probability f_l, repeated over channels',
+                 _RLNET + 'train_student_stage1_multigpu.py: main (torch.rand(size) > 1 - f)', 'random', 'init',
+                 note='same (ours meets the count exactly)'),
+    PaperSetting('senet', 'stage 2: initial weights', 'from scratch (--pretrain_load False)',
+                 _RLNET + 'train_student_stage1_multigpu.py: parse_option, main (load the teacher only if pretrain_load)',
+                 'scratch', 'loc_weights', note="same (init as models/customresnet.py: ResNet.__init__)"),
+    PaperSetting('senet', 'stage 2: learning rate', '0.05, SGD momentum 0.9, wd 5e-4, decays at 150/180/210 (none inside 150 epochs)',
+                 _RLNET + 'train_student_stage1_multigpu.py: parse_option; helper/util.py: adjust_learning_rate', .05, 'loc_lr'),
+    PaperSetting('senet', 'stage 2: loss', '0.5·CE + 0.5·KD, T = 4', _RLNET + 'README.md (stage-1 command: --gamma 0.5 --alpha 0.5)',
+                 note='same (fixed in the recipe)'),
+    PaperSetting('senet', 'stage 2: mask re-selection', 'each epoch, top f_l·C·H·W of Σ|ψ_AR − ψ_PR| per site',
+                 _RLNET + 'helper/loops.py: train_distill_stage1, topkmask', note='same (ours keeps exactly k; topkmask keeps k - 1)'),
+    PaperSetting('senet', 'stage 2: checkpoint kept', 'best test accuracy', _RLNET + 'train_student_stage1_multigpu.py: main',
+                 note='ours: best on data.valid'),
+    PaperSetting('senet', 'stage 3: epochs', '240', _RLNET + 'train_student_stage2_multigpu.py: parse_option (--t2_epochs 240)', 240, 'epochs'),
+    PaperSetting('senet', 'stage 3: schedule', 'lr × 0.1 at epochs 150, 180, 210',
+                 _RLNET + 'train_student_stage2_multigpu.py: parse_option (--lr_decay_epochs); helper/util.py: adjust_learning_rate',
+                 'step', 'sched', note='same (constant-lr runs between the drops: momentum restarts at each)'),
+    PaperSetting('senet', 'stage 3: milestones', '150/240, 180/240, 210/240', _RLNET + 'train_student_stage2_multigpu.py: parse_option',
+                 (0.625, 0.75, 0.875), 'milestones'),
+    PaperSetting('senet', 'stage 3: learning rate', '0.01', _RLNET + 'README.md (stage-2 commands: --learning_rate 0.01)', .01, 'lr'),
+    PaperSetting('senet', 'stage 3: CE weight γ', '0.1 (CIFAR-10 command)', _RLNET + 'README.md (stage-2 CIFAR-10 command: --gamma 0.1)', .1, 'gamma'),
+    PaperSetting('senet', 'stage 3: KD weight α', '0.5 (CIFAR-10 command; 0.9 for ImageNet)',
+                 _RLNET + 'README.md (stage-2 CIFAR-10 command: --alpha 0.5)', .5, 'alpha'),
+    PaperSetting('senet', 'stage 3: attention weight β', '1000', _RLNET + 'README.md (--beta 1000); distiller_zoo/AT.py', 1000., 'beta'),
+    PaperSetting('senet', 'KD temperature T', '4', _RLNET + 'train_student_stage2_multigpu.py: parse_option (--kd_T 4)', 4., 'T'),
+    PaperSetting('senet', 'stage 3: checkpoint kept', 'best test accuracy', _RLNET + 'train_student_stage2_multigpu.py: main',
+                 note='ours: the last epoch'),
+    PaperSetting('senet', 'model variant', 'CustomResNet18: 17 ReLU sites with the stem (557,056)',
+                 _RLNET + 'models/customresnet.py; sensitivity_list.yaml (17 entries per ResNet18 list)', note='same'),
+)
+PRESETS['cpu']['senet'] = dict(sparse_epochs=1, loc_epochs=3, init='scores', loc_weights='dense', epochs=4, sched='cosine',
+                               gamma=.1, alpha=.5, eta='inverse', density=.1)
 
 # %% ../nbs/06_methods.ipynb #a7467a28
 class _Stop(Exception): "Raised by a `distill` callback to end the loop early."

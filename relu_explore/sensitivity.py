@@ -11,12 +11,13 @@ import torch, torch.nn as nn, torch.nn.functional as F
 import torch.fx as fx
 from fastcore.basics import patch
 from .sites import MaskedReLU, get_sites, get_masks, set_masks, site_table, input_shape, relu_count
+from .data import _as_batches
 
 # %% auto #0
 __all__ = ['Scores', 'register_method', 'list_methods', 'score', 'Sensitivity', 'TaylorSensitivity', 'GradXActSensitivity',
            'ConductanceSensitivity', 'FeatureAblationSensitivity', 'AblationSensitivity', 'DeepReDuceSensitivity',
-           'layer_density', 'feeding_layer', 'SENetSensitivity', 'SNLSensitivity', 'ActivationSensitivity',
-           'RandomSensitivity', 'compare_methods', 'plot_comparison', 'rank_correlation']
+           'layer_density', 'feeding_layer', 'sparse_train', 'SENetSensitivity', 'SNLSensitivity',
+           'ActivationSensitivity', 'RandomSensitivity', 'compare_methods', 'plot_comparison', 'rank_correlation']
 
 # %% ../nbs/03_sensitivity.ipynb #4f502a9c
 class Scores(dict):
@@ -94,17 +95,17 @@ def _in_shape(net):
 # %% ../nbs/03_sensitivity.ipynb #dc7b440f
 class _Batches:
     "Re-iterable, validated `(x, y)` batches on the net's device (`y` is None without labels)."
-    def __init__(self, net, data, labels:bool, max_batches=None, what='this method'):
+    def __init__(self, net, data, labels:bool, max_batches=None, what='this method', split='valid'):
         if data is None: raise ValueError(f"{what} needs data: pass a batch `(x, y)` or a DataLoader of (x, y) batches.")
         if max_batches is not None and int(max_batches) < 1:
             raise ValueError(f"max_batches={max_batches} must be a positive number of batches (or None for all).")
-        if hasattr(data, 'valid') and hasattr(data, 'train'): data = data.valid        # a relu_explore `Data`
         self.labels, self.max_batches, self.what = labels, max_batches, what
         self.shape, self.dev = _in_shape(net), _device(net)
-        single = isinstance(data, torch.Tensor) or (isinstance(data, (tuple, list)) and len(data) > 0 and isinstance(data[0], torch.Tensor))
-        self.items = [data] if single else data
+        self.items = _as_batches(data, split)   # a `Data` or a pair of loaders: its `split` loader; one batch (x, y): itself
 
     def _check(self, b):
+        if isinstance(b, dict): raise TypeError(f"{self.what}: the batches are dicts (keys {sorted(map(str, b))[:5]}); pass (x, y) batches "
+                                                "(a DataLoader whose collate_fn returns (inputs, labels)).")
         if isinstance(b, torch.Tensor): x, y = b, None
         elif isinstance(b, (tuple, list)) and len(b) > 0: x, y = b[0], (b[1] if len(b) > 1 else None)
         else: x, y = b, None
@@ -191,7 +192,7 @@ def _method_cls(method):
                      "(add one with `register_method(name, cls)`).")
 
 def score(net:nn.Module, # a relufied net (`relufy(model, example)`)
-          data, # a batch `(x, y)`, a DataLoader of such batches, or a `Data` (its validation loader)
+          data, # a batch `(x, y)`, a DataLoader of such batches, a `Data` or what `as_data` takes (its validation part)
           method:str='taylor', # a name from `list_methods()`
           **opts) -> Scores: # the method's options, e.g. max_batches=4, signed=True
     "Score every ReLU element of `net` with `method`: `{site: Tensor of the site's mask shape}`, higher = keep."
@@ -445,20 +446,83 @@ def feeding_layer(net:fx.GraphModule, # a relufied net
     return None
 
 # %% ../nbs/03_sensitivity.ipynb #bcb4f292
+_ETA = {'complement': lambda d, density, n: 1 - d,                # η = 1 − d_l
+        'inverse': lambda d, density, n: density / max(d, 1 / n)}  # η = d / d_l (a layer pruned away counts as keeping one weight)
+
+def _train_loader(data):
+    "The training loader of a `Data`, a loader as it is, or one batch `(x, y)` as a one-batch loader."
+    if hasattr(data, 'train') and hasattr(data, 'valid'): return data.train
+    if isinstance(data, (tuple, list)) and len(data) > 1 and isinstance(data[0], torch.Tensor):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data[:2]), batch_size=len(data[0]))
+    return data
+
+def sparse_train(net:nn.Module, # any model; it is trained in place (pass a copy to keep the original)
+                 train_data, # DataLoader of (x, y) training batches
+                 density:float=0.1, # global fraction of Conv/Linear weights kept at the end
+                 epochs:int=1, # training epochs; the density falls from 1 to `density` over them (cubic), the last at `density`
+                 lr:float=0.01, # SGD learning rate (cosine schedule) of `relu_explore.distill.train`
+                 seed:int=0, device=None, # device: default the net's
+                 **train_opts) -> pd.DataFrame: # more options of `distill.train`, e.g. weight_decay=
+    "Gradual global magnitude pruning during training (`distill.train` with a per-step mask hook); one row per epoch."
+    from relu_explore.distill import train, StepHook
+    if not 0 < density <= 1: raise ValueError(f"density={density} must be in (0, 1], e.g. 0.1.")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1: raise ValueError(f"epochs={epochs!r}: give a whole number >= 1.")
+    layers = {k: m for k, m in net.named_modules() if isinstance(m, _PRUNABLE)}
+    if not layers: raise ValueError("This net has no Conv/Linear weights to prune.")
+    at = lambda e: density + (1 - density) * (1 - min(e, epochs) / epochs) ** 3     # the density of epoch e (1-based)
+    masks, log = {}, []
+    def prune(d):
+        w = torch.cat([m.weight.detach().abs().flatten().float().cpu() for m in layers.values()])
+        k = max(1, int(round(d * w.numel())))
+        thr = float(torch.kthvalue(w, w.numel() - k + 1).values)
+        with torch.no_grad():
+            for n, m in layers.items():
+                masks[n] = (m.weight.detach().abs() >= thr).to(m.weight.dtype)
+                m.weight.mul_(masks[n])
+    class _Keep(StepHook):                       # the pruned weights stay zero: re-masked after every optimiser step
+        def after_step(self, student, step):
+            with torch.no_grad():
+                for n, m in layers.items(): m.weight.mul_(masks[n].to(m.weight.device))
+    def next_epoch(epoch, rec):
+        log.append(dict(epoch=epoch, density=at(epoch), train_loss=rec['train_loss'], train_acc=rec['train_acc']))
+        if epoch < epochs: prune(at(epoch + 1))
+    prune(at(1))
+    train(net, train_data, None, epochs, lr=lr, seed=seed, device=device if device is not None else _device(net), progress=False,
+          hooks=[_Keep()], callbacks=[next_epoch], **train_opts)
+    return pd.DataFrame(log)
+
 class SENetSensitivity(Sensitivity):
-    "SENet ReLU sensitivity: eta_l = 1 - d_l of the layer feeding each site, spread within it by a per-element score."
+    "SENet ReLU sensitivity: eta_l from the density d_l its feeding layer keeps at proxy density d, spread within it by a per-element score."
     name = 'senet'
-    def __init__(self, density:float=0.1, # proxy density d of the global magnitude pruning (no sparse retraining)
+    def __init__(self, density:float=0.1, # proxy density d: the global fraction of Conv/Linear weights kept
                  secondary:str|None='taylor', # method giving the within-site score (normalised to mean 1), or None: uniform
                  max_batches:int|None=None, # batches of a loader for the secondary score (None: all)
+                 eta:str='complement', # per-layer sensitivity from d_l: 'complement' (1 - d_l) or 'inverse' (d / d_l)
+                 sparse_epochs:int=0, # 0: prune the current weights once; >0: reach d by `sparse_train` for that many epochs (on a copy)
+                 train_data=None, # DataLoader for the sparse training (default: `data`'s training loader, or `data` itself)
+                 sparse_lr:float=0.01, # SGD learning rate of the sparse training
+                 seed:int=0, # seeds the sparse training
                  **secondary_opts): # options of the secondary method
+        if eta not in _ETA: raise ValueError(f"eta={eta!r} is not known: use one of {list(_ETA)}.")
         self.density, self.secondary, self.max_batches, self.secondary_opts = density, secondary, max_batches, secondary_opts
+        self.eta, self.sparse_epochs, self.train_data, self.sparse_lr, self.seed = eta, sparse_epochs, train_data, sparse_lr, seed
+
+    def _densities(self, net, data):
+        "({layer: d_l}, per-epoch log or None): one-shot pruning of the current weights, or sparse training of a copy."
+        if not self.sparse_epochs: return layer_density(net, self.density), None
+        if not 0 < self.density <= 1: raise ValueError(f"density={self.density} must be in (0, 1], e.g. 0.1.")
+        work = copy.deepcopy(net)
+        for p in work.parameters(): p.requires_grad_(True)
+        log = sparse_train(work, _train_loader(self.train_data if self.train_data is not None else data), self.density,
+                           self.sparse_epochs, self.sparse_lr, self.seed)
+        return {k: float((m.weight != 0).float().mean()) for k, m in work.named_modules() if isinstance(m, _PRUNABLE)}, log
 
     def __call__(self, net, data) -> Scores:
         sites = _sites(net)
-        dens = layer_density(net, self.density)
+        dens, log = self._densities(net, data)
         feed = {k: feeding_layer(net, k) if isinstance(net, fx.GraphModule) else None for k in sites}
-        eta = {k: 1 - dens[f] if f is not None else 1 - self.density for k, f in feed.items()}
+        rule, size = _ETA[self.eta], {k: m.weight.numel() for k, m in net.named_modules() if isinstance(m, _PRUNABLE)}
+        eta = {k: rule(dens[f], self.density, size[f]) if f is not None else rule(self.density, self.density, 1) for k, f in feed.items()}
         if self.secondary is None: sec = {k: torch.ones(m.shape) for k, m in sites.items()}
         else:
             opts = {**({} if self.max_batches is None else dict(max_batches=self.max_batches)), **self.secondary_opts}
@@ -469,7 +533,8 @@ class SENetSensitivity(Sensitivity):
             out[k] = eta[k] * (s / mu if mu > 0 else torch.ones_like(s))
         table = pd.DataFrame(dict(site=list(sites), layer=[feed[k] for k in sites],
                                   density=[dens[feed[k]] if feed[k] else float('nan') for k in sites], eta=[eta[k] for k in sites]))
-        return Scores(out, 'senet', dict(profile=eta, table=table, density=self.density, secondary=self.secondary))
+        return Scores(out, 'senet', dict(profile=eta, table=table, density=self.density, secondary=self.secondary, eta=self.eta,
+                                         sparse_epochs=self.sparse_epochs, sparse=log))
 
 register_method('senet', SENetSensitivity)
 
@@ -546,7 +611,7 @@ register_method('random', RandomSensitivity)
 _COMPARE_DEFAULT = ('random', 'activation', 'taylor', 'grad_x_act', 'senet', 'snl', 'ablation', 'deepreduce')
 
 def compare_methods(net:nn.Module, # a relufied net
-                    data, # scoring data: a batch `(x, y)`, a DataLoader or a `Data`
+                    data, # scoring data: a batch `(x, y)`, a DataLoader, a `Data` or what `as_data` takes (its validation part)
                     budgets:list|None=None, # kept ReLU counts (ints)
                     methods:list|dict|None=None, # names, or {label: name or Scores}; None: the fast registered methods
                     strategy:str='global', # `allocate` strategy, e.g. 'global' or 'per_layer'
@@ -569,9 +634,8 @@ def compare_methods(net:nn.Module, # a relufied net
     if isinstance(bn_batches, bool) or not isinstance(bn_batches, int) or bn_batches < 0:
         raise ValueError(f"bn_batches={bn_batches!r}: give a number of training batches >= 0 (0: keep the stored statistics).")
     bn_src, bn0 = None, None
-    if bn_batches:   # training batches: a `Data`'s training loader, else the scoring data itself
-        src = data.train if (hasattr(data, 'train') and hasattr(data, 'valid')) else data
-        bn_src = list(islice(iter(_Batches(net, src, False, None, 'compare_methods')), bn_batches))
+    if bn_batches:   # training batches: a `Data`'s (or a loader pair's) training loader, else the scoring data itself
+        bn_src = list(islice(iter(_Batches(net, data, False, None, 'compare_methods', split='train')), bn_batches))
         bn0 = _bn_stats(net)
     total, rows = sum(m.total for m in sites.values()), []
     try:

@@ -372,3 +372,69 @@ def test_paper_presets_are_the_codes():
     from relu_explore.methods import snl_recipe, autorep_recipe
     for name, fn in (('snl', snl_recipe), ('autorep', autorep_recipe)):     # the cpu preset names real options
         assert set(PRESETS['cpu'][name]) <= set(inspect.signature(fn).parameters)
+
+
+# ---------------------------------------------------------------- SENet as its code lineage runs it
+def test_senet_paper_preset_follows_the_lineage():
+    "Stage 2 from scratch with a random spatial mask for 150 epochs; stage 3 the CIFAR-10 command's weights and step schedule."
+    p = PRESETS['paper']['senet']
+    assert (p['init'], p['loc_weights'], p['loc_epochs'], p['loc_lr']) == ('random', 'scratch', 150, .05)
+    assert (p['epochs'], p['sched'], p['lr'], p['gamma'], p['alpha'], p['beta'], p['T']) == (240, 'step', .01, .1, .5, 1000., 4.)
+    assert [round(f * 240) for f in p['milestones']] == [150, 180, 210]
+    assert p['sparse_epochs'] > 0 and p['density'] == .1 and p['eta'] == 'inverse'
+
+def test_senet_paper_preset_starts_stage2_from_random_spatial_mask_and_fresh_weights(teacher, digits):
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        r = run_recipe('senet', teacher, digits, keep_frac=0.1, preset='paper', epochs=0, loc_epochs=1, sparse_epochs=1, beta='auto',
+                       device='cpu')
+    assert r.relus == r.budget
+    for k, m in r.notes['start_masks'].items():
+        per_pos = m.sum(0)                                    # channels kept per spatial position: all or none, but one
+        assert int(((per_pos > 0) & (per_pos < m.shape[0])).sum()) <= 1, k
+        assert int(m.sum()) == r.notes['counts'][k]
+    scored = run_recipe('senet', teacher, digits, keep_frac=0.1, preset='digits', epochs=0, loc_epochs=0, device='cpu')
+    assert any(not torch.equal(scored.notes['start_masks'][k], m) for k, m in r.notes['start_masks'].items())
+    t = teacher.state_dict()                                  # stage 2 trained a fresh net: no weight is the teacher's
+    assert not any(torch.equal(v, t[k]) for k, v in r.net.state_dict().items() if k in t and k.endswith('.weight') and v.numel() > 64)
+    assert r.notes['sparse'].density.tolist() == [0.1]
+
+def test_senet_stage1_densities_from_sparse_training(teacher, digits):
+    "sparse_epochs > 0: d_l are the kept fractions of a copy trained at d (global magnitude masks), not of the dense weights."
+    from relu_explore.sensitivity import score, layer_density, sparse_train
+    import copy
+    net = relufy(teacher, digits.example())
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    one = score(net, digits.train, 'senet', secondary=None, max_batches=2).extra['table'].set_index('site').density
+    s = score(net, digits.train, 'senet', secondary=None, sparse_epochs=2, seed=0)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())       # trained on a copy
+    work = copy.deepcopy(net)
+    for p in work.parameters(): p.requires_grad_(True)
+    sparse_train(work, digits.train, 0.1, 2, seed=0)
+    kept = {k: float((m.weight != 0).float().mean()) for k, m in work.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    tab = s.extra['table'].set_index('site')
+    assert all(abs(tab.density[k] - kept[tab.layer[k]]) < 1e-6 for k in tab.index)
+    size = {k: m.weight.numel() for k, m in work.named_modules() if k in kept}
+    assert sum(kept[k] * size[k] for k in kept) == pytest.approx(0.1 * sum(size.values()), rel=1e-3)   # d overall
+    assert not all(abs(tab.density[k] - one[k]) < 1e-3 for k in tab.index)           # not the one-shot densities
+    assert s.extra['sparse'].density.tolist()[-1] == 0.1
+
+def test_senet_profile_shape_like_the_lineage():
+    """Per-stage shares of a 100K budget on the CIFAR ResNet18 (kaiming init, where the layer sizes set d_l): eta = d / d_l with
+    counts ∝ eta puts stem + S1 near the lineage's ResNet18/C100 100K list (10.8 %) and S3 + S4 near it (68 %); 1 - d_l does not."""
+    from relu_explore.models import cifar_resnet18
+    from relu_explore.sensitivity import score
+    from relu_explore.budget import allocate
+    torch.manual_seed(0)
+    net = relufy(cifar_resnet18(num_classes=100), torch.randn(2, 3, 32, 32))
+    def shares(eta):
+        prof = score(net, None, 'senet', secondary=None, eta=eta).per_layer_profile()
+        a = allocate({k: torch.ones(s) for k, s in ((k, m.shape) for k, m in get_sites(net).items())}, 100_000,
+                     strategy='per_layer', profile=prof)
+        c = a.info['counts']
+        st = lambda i: sum(v for k, v in c.items() if k.startswith(f'layer{i}.'))
+        return (c['relu'] + st(1)) / 1e5, (st(3) + st(4)) / 1e5
+    low, high = shares('inverse')
+    assert low < 0.16 and high > 0.62, (low, high)
+    low_c, high_c = shares('complement')
+    assert low_c > 0.18 and high_c < 0.60, (low_c, high_c)                           # the flat profile of 1 - d_l
