@@ -16,8 +16,8 @@ from .data import _as_batches
 # %% auto #0
 __all__ = ['Scores', 'register_method', 'list_methods', 'score', 'Sensitivity', 'TaylorSensitivity', 'GradXActSensitivity',
            'ConductanceSensitivity', 'FeatureAblationSensitivity', 'AblationSensitivity', 'DeepReDuceSensitivity',
-           'layer_density', 'feeding_layer', 'SENetSensitivity', 'SNLSensitivity', 'ActivationSensitivity',
-           'RandomSensitivity', 'compare_methods', 'plot_comparison', 'rank_correlation']
+           'layer_density', 'feeding_layer', 'sparse_train', 'SENetSensitivity', 'SNLSensitivity',
+           'ActivationSensitivity', 'RandomSensitivity', 'compare_methods', 'plot_comparison', 'rank_correlation']
 
 # %% ../nbs/03_sensitivity.ipynb #4f502a9c
 class Scores(dict):
@@ -446,20 +446,83 @@ def feeding_layer(net:fx.GraphModule, # a relufied net
     return None
 
 # %% ../nbs/03_sensitivity.ipynb #bcb4f292
+_ETA = {'complement': lambda d, density, n: 1 - d,                # η = 1 − d_l
+        'inverse': lambda d, density, n: density / max(d, 1 / n)}  # η = d / d_l (a layer pruned away counts as keeping one weight)
+
+def _train_loader(data):
+    "The training loader of a `Data`, a loader as it is, or one batch `(x, y)` as a one-batch loader."
+    if hasattr(data, 'train') and hasattr(data, 'valid'): return data.train
+    if isinstance(data, (tuple, list)) and len(data) > 1 and isinstance(data[0], torch.Tensor):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data[:2]), batch_size=len(data[0]))
+    return data
+
+def sparse_train(net:nn.Module, # any model; it is trained in place (pass a copy to keep the original)
+                 train_data, # DataLoader of (x, y) training batches
+                 density:float=0.1, # global fraction of Conv/Linear weights kept at the end
+                 epochs:int=1, # training epochs; the density falls from 1 to `density` over them (cubic), the last at `density`
+                 lr:float=0.01, # SGD learning rate (cosine schedule) of `relu_explore.distill.train`
+                 seed:int=0, device=None, # device: default the net's
+                 **train_opts) -> pd.DataFrame: # more options of `distill.train`, e.g. weight_decay=
+    "Gradual global magnitude pruning during training (`distill.train` with a per-step mask hook); one row per epoch."
+    from relu_explore.distill import train, StepHook
+    if not 0 < density <= 1: raise ValueError(f"density={density} must be in (0, 1], e.g. 0.1.")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1: raise ValueError(f"epochs={epochs!r}: give a whole number >= 1.")
+    layers = {k: m for k, m in net.named_modules() if isinstance(m, _PRUNABLE)}
+    if not layers: raise ValueError("This net has no Conv/Linear weights to prune.")
+    at = lambda e: density + (1 - density) * (1 - min(e, epochs) / epochs) ** 3     # the density of epoch e (1-based)
+    masks, log = {}, []
+    def prune(d):
+        w = torch.cat([m.weight.detach().abs().flatten().float().cpu() for m in layers.values()])
+        k = max(1, int(round(d * w.numel())))
+        thr = float(torch.kthvalue(w, w.numel() - k + 1).values)
+        with torch.no_grad():
+            for n, m in layers.items():
+                masks[n] = (m.weight.detach().abs() >= thr).to(m.weight.dtype)
+                m.weight.mul_(masks[n])
+    class _Keep(StepHook):                       # the pruned weights stay zero: re-masked after every optimiser step
+        def after_step(self, student, step):
+            with torch.no_grad():
+                for n, m in layers.items(): m.weight.mul_(masks[n].to(m.weight.device))
+    def next_epoch(epoch, rec):
+        log.append(dict(epoch=epoch, density=at(epoch), train_loss=rec['train_loss'], train_acc=rec['train_acc']))
+        if epoch < epochs: prune(at(epoch + 1))
+    prune(at(1))
+    train(net, train_data, None, epochs, lr=lr, seed=seed, device=device if device is not None else _device(net), progress=False,
+          hooks=[_Keep()], callbacks=[next_epoch], **train_opts)
+    return pd.DataFrame(log)
+
 class SENetSensitivity(Sensitivity):
-    "SENet ReLU sensitivity: eta_l = 1 - d_l of the layer feeding each site, spread within it by a per-element score."
+    "SENet ReLU sensitivity: eta_l from the density d_l its feeding layer keeps at proxy density d, spread within it by a per-element score."
     name = 'senet'
-    def __init__(self, density:float=0.1, # proxy density d of the global magnitude pruning (no sparse retraining)
+    def __init__(self, density:float=0.1, # proxy density d: the global fraction of Conv/Linear weights kept
                  secondary:str|None='taylor', # method giving the within-site score (normalised to mean 1), or None: uniform
                  max_batches:int|None=None, # batches of a loader for the secondary score (None: all)
+                 eta:str='complement', # per-layer sensitivity from d_l: 'complement' (1 - d_l) or 'inverse' (d / d_l)
+                 sparse_epochs:int=0, # 0: prune the current weights once; >0: reach d by `sparse_train` for that many epochs (on a copy)
+                 train_data=None, # DataLoader for the sparse training (default: `data`'s training loader, or `data` itself)
+                 sparse_lr:float=0.01, # SGD learning rate of the sparse training
+                 seed:int=0, # seeds the sparse training
                  **secondary_opts): # options of the secondary method
+        if eta not in _ETA: raise ValueError(f"eta={eta!r} is not known: use one of {list(_ETA)}.")
         self.density, self.secondary, self.max_batches, self.secondary_opts = density, secondary, max_batches, secondary_opts
+        self.eta, self.sparse_epochs, self.train_data, self.sparse_lr, self.seed = eta, sparse_epochs, train_data, sparse_lr, seed
+
+    def _densities(self, net, data):
+        "({layer: d_l}, per-epoch log or None): one-shot pruning of the current weights, or sparse training of a copy."
+        if not self.sparse_epochs: return layer_density(net, self.density), None
+        if not 0 < self.density <= 1: raise ValueError(f"density={self.density} must be in (0, 1], e.g. 0.1.")
+        work = copy.deepcopy(net)
+        for p in work.parameters(): p.requires_grad_(True)
+        log = sparse_train(work, _train_loader(self.train_data if self.train_data is not None else data), self.density,
+                           self.sparse_epochs, self.sparse_lr, self.seed)
+        return {k: float((m.weight != 0).float().mean()) for k, m in work.named_modules() if isinstance(m, _PRUNABLE)}, log
 
     def __call__(self, net, data) -> Scores:
         sites = _sites(net)
-        dens = layer_density(net, self.density)
+        dens, log = self._densities(net, data)
         feed = {k: feeding_layer(net, k) if isinstance(net, fx.GraphModule) else None for k in sites}
-        eta = {k: 1 - dens[f] if f is not None else 1 - self.density for k, f in feed.items()}
+        rule, size = _ETA[self.eta], {k: m.weight.numel() for k, m in net.named_modules() if isinstance(m, _PRUNABLE)}
+        eta = {k: rule(dens[f], self.density, size[f]) if f is not None else rule(self.density, self.density, 1) for k, f in feed.items()}
         if self.secondary is None: sec = {k: torch.ones(m.shape) for k, m in sites.items()}
         else:
             opts = {**({} if self.max_batches is None else dict(max_batches=self.max_batches)), **self.secondary_opts}
@@ -470,7 +533,8 @@ class SENetSensitivity(Sensitivity):
             out[k] = eta[k] * (s / mu if mu > 0 else torch.ones_like(s))
         table = pd.DataFrame(dict(site=list(sites), layer=[feed[k] for k in sites],
                                   density=[dens[feed[k]] if feed[k] else float('nan') for k in sites], eta=[eta[k] for k in sites]))
-        return Scores(out, 'senet', dict(profile=eta, table=table, density=self.density, secondary=self.secondary))
+        return Scores(out, 'senet', dict(profile=eta, table=table, density=self.density, secondary=self.secondary, eta=self.eta,
+                                         sparse_epochs=self.sparse_epochs, sparse=log))
 
 register_method('senet', SENetSensitivity)
 
