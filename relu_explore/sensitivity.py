@@ -450,11 +450,11 @@ _ETA = {'complement': lambda d, density, n: 1 - d,                # η = 1 − d
         'inverse': lambda d, density, n: density / max(d, 1 / n)}  # η = d / d_l (a layer pruned away counts as keeping one weight)
 
 def _train_loader(data):
-    "The training loader of a `Data`, a loader as it is, or one batch `(x, y)` as a one-batch loader."
-    if hasattr(data, 'train') and hasattr(data, 'valid'): return data.train
-    if isinstance(data, (tuple, list)) and len(data) > 1 and isinstance(data[0], torch.Tensor):
-        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data[:2]), batch_size=len(data[0]))
-    return data
+    "The training loader of what `_as_batches` takes (a `Data`, a loader pair...); one batch `(x, y)` as a one-batch loader."
+    b = _as_batches(data, 'train')
+    if isinstance(b, list) and len(b) == 1 and isinstance(b[0], (tuple, list)) and len(b[0]) > 1:
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*b[0][:2]), batch_size=len(b[0][0]))
+    return b
 
 def sparse_train(net:nn.Module, # any model; it is trained in place (pass a copy to keep the original)
                  train_data, # DataLoader of (x, y) training batches
