@@ -387,6 +387,16 @@ def _stepped_kd(net, model, data, epochs, milestones, lr, seed, device, progress
         h['epoch'] += a; parts.append(h)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
+def _spatial_summary(sites:dict) -> pd.DataFrame:
+    "Per site: kept elements, spatial positions kept in every channel (`full`) and in some but not all (`partial`)."
+    rows = []
+    for k, m in sites.items():
+        mk = m.mask.detach().cpu()
+        per = mk.sum(0) if mk.dim() >= 3 else mk
+        c = mk.shape[0] if mk.dim() >= 3 else 1
+        rows.append(dict(site=k, kept=int(mk.sum()), full=int((per == c).sum()), partial=int(((per > 0) & (per < c)).sum())))
+    return pd.DataFrame(rows)
+
 def _at_beta(net, beta):
     "β of the attention term: a number, or 'auto' = 1000·H·W/1024 of the first stage output."
     if beta != 'auto': return float(beta)
@@ -440,7 +450,7 @@ def senet_recipe(model:nn.Module, # the trained dense model (also the teacher)
         set_masks(net, {k: _top_count(_spatial_random(m.shape, g), counts[k]) for k, m in sites.items()}, strict=False)
     else: set_masks(net, dict(alloc), strict=False)
     if loc_weights == 'scratch': _reinit(net, seed)
-    start_masks = {k: m.mask.detach().cpu().clone() for k, m in sites.items()}
+    start = _spatial_summary(sites)
     gapkd, best, log = _GapKD(sites, T=T), dict(acc=-1., state=None), []
     def reselect(epoch, rec):
         new = {k: _top_count(gapkd.gap[k], counts[k]) for k in sites}
@@ -458,7 +468,7 @@ def senet_recipe(model:nn.Module, # the trained dense model (also the teacher)
     kw = dict(gamma=gamma, alpha=alpha, beta=beta, T=T)
     if sched == 'step': h = _stepped_kd(net, model, data, epochs, milestones, lr, seed, device, progress, **kw)
     else: h = _kd(net, model, data, epochs, 'senet', seed, device, progress, lr=lr, **kw)
-    notes = dict(profile=prof, counts=counts, sensitivity=sc.extra['table'], sparse=sc.extra['sparse'], start_masks=start_masks,
+    notes = dict(profile=prof, counts=counts, sensitivity=sc.extra['table'], sparse=sc.extra['sparse'], start=start,
                  location=pd.DataFrame(log), beta=beta, history=h)
     return _finish('senet', net, data, b, total, notes, device, seed, epochs + loc_epochs + sparse_epochs)
 

@@ -389,12 +389,11 @@ def test_senet_paper_preset_starts_stage2_from_random_spatial_mask_and_fresh_wei
         r = run_recipe('senet', teacher, digits, keep_frac=0.1, preset='paper', epochs=0, loc_epochs=1, sparse_epochs=1, beta='auto',
                        device='cpu')
     assert r.relus == r.budget
-    for k, m in r.notes['start_masks'].items():
-        per_pos = m.sum(0)                                    # channels kept per spatial position: all or none, but one
-        assert int(((per_pos > 0) & (per_pos < m.shape[0])).sum()) <= 1, k
-        assert int(m.sum()) == r.notes['counts'][k]
+    start = r.notes['start'].set_index('site')
+    assert (start.partial <= 1).all()                         # whole spatial positions (all channels), but the last one
+    assert start.kept.to_dict() == r.notes['counts']
     scored = run_recipe('senet', teacher, digits, keep_frac=0.1, preset='digits', epochs=0, loc_epochs=0, device='cpu')
-    assert any(not torch.equal(scored.notes['start_masks'][k], m) for k, m in r.notes['start_masks'].items())
+    assert scored.notes['start'].partial.sum() > 10 * len(start)   # the scored start picks single elements
     t = teacher.state_dict()                                  # stage 2 trained a fresh net: no weight is the teacher's
     assert not any(torch.equal(v, t[k]) for k, v in r.net.state_dict().items() if k in t and k.endswith('.weight') and v.numel() > 64)
     assert r.notes['sparse'].density.tolist() == [0.1]
