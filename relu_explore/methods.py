@@ -328,7 +328,7 @@ paper_setting(
                  (1., .5), 'rhos'),
     PaperSetting('deepreduce', 'reshaped network: initial weights', 'not stated',
                  "[default]: the teacher's weights when the shapes allow (ρ only), else a fresh initialisation",
-                 note='ours'),
+                 note="ours: the teacher's weights for ρ only, else fresh"),
     PaperSetting('deepreduce', 'KD temperature T', '4 [recall]', "[default]: ALGORITHMS.md §1.7 (recalled value)", 4., 'T'),
     PaperSetting('deepreduce', 'KD weight λ (CE: 1 - λ)', '0.9 [recall]', "[default]: ALGORITHMS.md §1.7 (recalled value)", .9, 'lam'),
     PaperSetting('deepreduce', 'KD epochs of the chosen network', '200', _DRD_UNREAD, 200, 'epochs'),

@@ -437,3 +437,11 @@ def test_senet_profile_shape_like_the_lineage():
     assert low < 0.16 and high > 0.62, (low, high)
     low_c, high_c = shares('complement')
     assert low_c > 0.18 and high_c < 0.60, (low_c, high_c)                           # the flat profile of 1 - d_l
+
+def test_senet_step_schedule_drops_at_the_milestones(teacher, digits):
+    "sched='step': lr x 0.1 at 5/8, 6/8 and 7/8 of the stage-3 epochs (the lineage's 150, 180, 210 of 240)."
+    r = run_recipe('senet', teacher, digits, keep_frac=0.1, preset='digits', epochs=8, loc_epochs=0, sched='step', lr=0.01, device='cpu')
+    h = r.notes['history']
+    assert h.epoch.tolist() == list(range(1, 9))
+    assert h.lr.tolist() == pytest.approx([1e-2] * 5 + [1e-3, 1e-4, 1e-5], rel=1e-9)
+    assert r.relus == r.budget
