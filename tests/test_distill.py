@@ -354,6 +354,11 @@ def test_default_distill_survives_a_bn_free_net_with_a_loud_teacher(digits16, lo
         distill(_student(loud_teacher, digits16), loud_teacher, digits16.train, digits16.valid, epochs=4, progress=False,
                 device='cpu', backoffs=None)
 
+def test_default_train_of_the_bn_free_net_finishes_and_learns(digits16):
+    torch.manual_seed(1)
+    h = train(_plain_net(), digits16.train, digits16.valid, epochs=4, progress=False, device='cpu')   # defaults: SGD 0.1, cosine
+    assert h.to_df().train_loss.map(math.isfinite).all() and h.last['valid_acc'] > 0.5, h.to_df()
+
 def test_a_healthy_run_is_bit_identical_with_and_without_the_check(digits):
     runs = []
     for b in (3, None):
