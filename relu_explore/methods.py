@@ -624,7 +624,7 @@ paper_setting(
                  _SNL + 'snl_finetune_unstructured.py: main (best_top1, snl_best_checkpoint_*)', 'the last epoch', None,
                  'we never select: acc is the last epoch, acc_best/best_epoch beside it (see Shared stages)'),
 )
-PRESETS['cpu']['snl'] = dict(mask_epochs=6, lam=1e-3, lam_growth=2., warmup=1, gate_lr=5e-3, binarize='top', lr=0.01)
+PRESETS['cpu']['snl'] = dict(mask_epochs=6, lam=5e-3, lam_growth=5., warmup=0, gate_lr=1e-2, binarize='top', lr=0.01)   # see above
 
 # %% ../nbs/06_methods.ipynb #b426bcdf
 class _HysteresisGate(torch.autograd.Function):
@@ -856,7 +856,7 @@ paper_setting(
                  _AR + 'train_cifar.py: main ((relu_count - ReLU_count) < 2)', 'the last epoch', None,
                  'we never select: acc is the last epoch, acc_best/best_epoch beside it (see Shared stages)'),
 )
-PRESETS['cpu']['autorep'] = dict(lam=140., score_lr=1e-2, ft_epochs=4, cut_epochs=4)
+PRESETS['cpu']['autorep'] = dict(lam=240., score_lr=1e-2, ft_epochs=4, cut_epochs=4)   # see above
 
 # %% ../nbs/06_methods.ipynb #e2acac5d
 def compare_recipes(model:nn.Module, # the trained dense model (also the teacher)
