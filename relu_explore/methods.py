@@ -662,7 +662,7 @@ def autorep_coeffs(mean, # per-channel running mean μ of the site's input
                    scale_x2:float=0.1): # `--scale_x2`: AutoReP's forward multiplies its stored x² coefficient by it
     "(C, 3) effective (w2, w1, w0) of AutoReP's code: DaPa with the floored variance in σ's place, then w2·scale_x2/10 and w0/5."
     w = dapa_coeffs(mean, torch.as_tensor(var, dtype=torch.float64).clamp_min(var_min))
-    return w * torch.tensor([scale_x2 / 10, 1., 1 / 5])
+    return w * torch.tensor([scale_x2 / 10, 1., 1 / 5], dtype=w.dtype, device=w.device)
 
 # %% ../nbs/06_methods.ipynb #59a666c9
 def _preact_stats(net, batches, device) -> dict:
