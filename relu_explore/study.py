@@ -176,12 +176,12 @@ def study_table(df:pd.DataFrame, # rows of a study store (`load_results` / `run_
     agg = {k: v for k, v in agg.items() if v[0] in df.columns}
     return df.groupby(['budget', 'method']).agg(**agg).reset_index()
 
-# %% ../nbs/12_study.ipynb #acfd6646
+# %% ../nbs/12_study.ipynb #47cfe930
 def gain_table(df:pd.DataFrame, # rows of the current configuration (filter with `current_keys` first)
                baseline:str=LONG, # the method every other is compared with, seed by seed
                col:str='acc' # 'acc' (validation) or 'test_acc'
               ) -> pd.DataFrame:
-    "Per (method, budget): mean gain over `baseline` at the same seed, its spread over seeds, and whether it exceeds twice the spread."
+    "Per (method, budget): mean gain over `baseline` at the same seed, its spread over seeds, and whether it exceeds twice the spread (None with one seed)."
     base = df[df.method == baseline].set_index(['budget', 'seed'])[col]
     rows = []
     for (b, m), g in df[df.method != baseline].groupby(['budget', 'method']):
@@ -190,8 +190,9 @@ def gain_table(df:pd.DataFrame, # rows of the current configuration (filter with
         sd_m, sd_b = g[col].std(ddof=1), base.loc[b].std(ddof=1) if b in base.index.get_level_values(0) else float('nan')
         spread = max(x for x in (sd_m, sd_b, 0.) if x == x)
         gain = float(sum(d) / len(d))
-        rows.append(dict(budget=b, method=m, seeds=len(d), gain_pts=100 * gain, min_gain_pts=100 * min(d), spread_pts=100 * spread,
-                         beats_chance=bool(gain > 2 * spread and min(d) > 0)))
+        rows.append(dict(budget=b, method=m, seeds=len(d), gain_pts=100 * gain, min_gain_pts=100 * min(d),
+                         spread_pts=100 * spread if len(d) > 1 else float('nan'),
+                         beats_chance=bool(gain > 2 * spread and min(d) > 0) if len(d) > 1 else None))   # one seed: no spread, no verdict
     return pd.DataFrame(rows)
 
 def site_profile(df:pd.DataFrame, # rows with `artifact_masks` (a study store's rows)
