@@ -520,7 +520,7 @@ paper_setting(
     PaperSetting('senet', 'model variant', 'CustomResNet18: 17 ReLU sites with the stem (557,056)',
                  _RLNET + 'models/customresnet.py; sensitivity_list.yaml (17 entries per ResNet18 list)', note='same'),
 )
-PRESETS['cpu']['senet'] = dict(sparse_epochs=1, loc_epochs=3, init='scores', loc_weights='dense', epochs=4, sched='cosine',
+PRESETS['cpu']['senet'] = dict(sparse_epochs=2, loc_epochs=3, init='scores', loc_weights='dense', epochs=4, sched='cosine',
                                gamma=.1, alpha=.5, eta='inverse', density=.1)
 
 # %% ../nbs/06_methods.ipynb #a7467a28
