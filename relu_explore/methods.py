@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_methods.ipynb #e7c8eb8e
 from __future__ import annotations
-import copy, math, time, warnings
+import copy, inspect, math, time, warnings
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable
@@ -62,6 +62,8 @@ def register_recipe(name:str, # the name `run_recipe(name, ...)` takes
     "Register a recipe under `name` (usable as `@register_recipe('name')`)."
     if fn is None: return lambda f: register_recipe(name, f)
     if not callable(fn): raise TypeError(f"register_recipe({name!r}, fn): fn must be a function model, data, budget, ... -> MethodResult.")
+    try: fn.__recipe_source__ = inspect.getsource(fn)     # as imported: what `study.fingerprint` hashes, even if the file changes later
+    except (OSError, TypeError, AttributeError): pass
     _RECIPES[name] = fn
     return fn
 

@@ -19,11 +19,11 @@ __all__ = ['LONG', 'fingerprint', 'load_or_train_teacher', 'resolve_recipe', 're
            'run_study', 'current_keys', 'study_table', 'gain_table', 'site_profile', 'plot_study_frontier',
            'plot_site_profile']
 
-# %% ../nbs/12_study.ipynb #030fd2c8
+# %% ../nbs/12_study.ipynb #083e9ff5
 def fingerprint(*objs) -> str:
     "A short, stable hash of JSON-able objects (functions count by their source): what makes two points comparable."
     def enc(o):
-        if callable(o) and hasattr(o, '__code__'): return inspect.getsource(o)
+        if callable(o) and hasattr(o, '__code__'): return getattr(o, '__recipe_source__', None) or inspect.getsource(o)
         return str(o)
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=enc).encode()).hexdigest()[:10]
 
