@@ -109,7 +109,7 @@ def _long_point(df, budget, seed, preset, epochs, opts, keys):
     o = dict((opts or {}).get(LONG) or {}, epochs=int(rows.train_epochs.max()))
     return _point(LONG, budget, seed, preset, epochs, o)
 
-# %% ../nbs/12_study.ipynb #0982930c
+# %% ../nbs/12_study.ipynb #0bb182a8
 def run_study(teacher:nn.Module, # the trained dense model (the teacher of every recipe)
               data:Data, # training data and the held-out validation split the recipes select and report on
               store, # a `ResultsStore` or a folder / database URL
@@ -170,18 +170,20 @@ def study_table(df:pd.DataFrame, # rows of a study store (`load_results` / `run_
                ) -> pd.DataFrame:
     "Mean and spread over seeds per (method, budget): validation and test accuracy, ReLUs, epochs, wall time."
     if keys is not None: df = df[df.point_key.isin(set(keys))]
+    df = df[df.budget.notna()].astype({'budget': int})     # the 'dense' row has no budget
     agg = dict(seeds=('seed', 'nunique'), relus=('relus', 'mean'), relus_no_stem=('relus_no_stem', 'mean'),
                valid_acc=('acc', 'mean'), valid_sd=('acc', 'std'), test_acc=('test_acc', 'mean'), test_sd=('test_acc', 'std'),
                epochs=('train_epochs', 'mean'), minutes=('seconds', lambda s: s.mean() / 60))
     agg = {k: v for k, v in agg.items() if v[0] in df.columns}
     return df.groupby(['budget', 'method']).agg(**agg).reset_index()
 
-# %% ../nbs/12_study.ipynb #47cfe930
+# %% ../nbs/12_study.ipynb #8a6d0401
 def gain_table(df:pd.DataFrame, # rows of the current configuration (filter with `current_keys` first)
                baseline:str=LONG, # the method every other is compared with, seed by seed
                col:str='acc' # 'acc' (validation) or 'test_acc'
               ) -> pd.DataFrame:
     "Per (method, budget): mean gain over `baseline` at the same seed, its spread over seeds, and whether it exceeds twice the spread (None with one seed)."
+    df = df[df.budget.notna()].astype({'budget': int, 'seed': int})
     base = df[df.method == baseline].set_index(['budget', 'seed'])[col]
     rows = []
     for (b, m), g in df[df.method != baseline].groupby(['budget', 'method']):
