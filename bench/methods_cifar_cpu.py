@@ -52,13 +52,28 @@ def print_table(out, kw):
     total = relu_total(relufy(cifar_resnet18(width=kw['width']), torch.randn(2, 3, 32, 32)))
     bl = _budget_list([float(b) for b in kw['budgets'].split(',')], total)
     names, seeds = kw['recipe'].split(','), [int(s) for s in kw['seeds'].split(',')]
-    tab = study_table(df, current_keys(df, names, bl, seeds, kw['preset'], kw['epochs']))
+    cur = df[df.point_key.isin(current_keys(df, names, bl, seeds, kw['preset'], kw['epochs']))]
+    tab = study_table(cur)
+    dense = cur[cur.method == 'dense']
+    if len(dense): print(f"teacher ({total:,} ReLUs): validation {100 * dense.acc.iloc[0]:.2f} %, test {100 * dense.test_acc.iloc[0]:.2f} %\n")
     print('| budget | method | seeds | ReLUs (no stem) | valid acc % | test acc % | epochs | min/point |')
     print('|---|---|---|---|---|---|---|---|')
     for r in tab.itertuples():
         sd = lambda v: '' if v != v else f' ± {100 * v:.2f}'
         print(f"| {r.budget:,} | {r.method} | {r.seeds} | {r.relus:,.0f} ({r.relus_no_stem:,.0f}) | {100 * r.valid_acc:.2f}{sd(r.valid_sd)} "
               f"| {100 * r.test_acc:.2f}{sd(r.test_sd)} | {r.epochs:.0f} | {r.minutes:.1f} |")
+    from relu_explore.study import gain_table
+    pts = cur[cur.method != 'dense']
+    for base in ('random_long', 'random'):
+        g = gain_table(pts, baseline=base)
+        if g.empty: continue
+        print(f"\ngain over `{base}` at the same seed, validation accuracy points (mean, smallest, spread = larger sd over seeds):\n")
+        print('| budget | method | seeds | gain | smallest gain | spread | beats chance (> 2 spread, every seed) |')
+        print('|---|---|---|---|---|---|---|')
+        for r in g.itertuples():
+            v = 'n/a (one seed)' if r.beats_chance is None else ('yes' if r.beats_chance else 'no')
+            print(f"| {r.budget:,} | {r.method} | {r.seeds} | {r.gain_pts:+.2f} | {r.min_gain_pts:+.2f} | "
+                  f"{'' if r.spread_pts != r.spread_pts else f'{r.spread_pts:.2f}'} | {v} |")
     return tab
 
 if __name__ == '__main__': main()

@@ -37,3 +37,19 @@ def count_relu_elements(model, x):
 
 @pytest.fixture
 def relu_counter(): return count_relu_elements
+
+def kill_after_rows(p, out, n:int, timeout:float=300):
+    "SIGKILL process `p` as soon as the results store in `out` holds `n` finished rows; returns those rows."
+    import signal, time
+    from relu_explore.frontier import load_results
+    def rows():
+        try: return load_results(out)
+        except Exception: return None
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        df = rows()
+        if df is not None and len(df) >= n: break
+        if p.poll() is not None: pytest.fail(f"the process ended before {n} rows were stored:\n{p.stdout.read()[-3000:]}")
+        time.sleep(0.1)
+    p.send_signal(signal.SIGKILL); p.wait()
+    return rows()

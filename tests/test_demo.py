@@ -1,8 +1,9 @@
 "The main job: relu_explore_demo end to end, resumable after SIGKILL, clear errors on bad input."
-import os, signal, subprocess, sys, time
+import os, subprocess, sys
 from pathlib import Path
 import pytest
 from relu_explore.frontier import load_results
+from conftest import kill_after_rows
 
 ARGS = ['--budgets', '0.5,0.25,0.1,0.05', '--epochs', '1', '--teacher_epochs', '2', '--no_charts']
 
@@ -12,21 +13,10 @@ def _demo(out, *extra):
     return subprocess.Popen([str(exe), '--out', str(out), *ARGS, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
-def _rows(out):
-    try: return load_results(out)
-    except Exception: return None
-
 def test_demo_sigkill_resume(tmp_path):
     out = tmp_path / 'demo'
     p = _demo(out)
-    t0, df = time.time(), None
-    while time.time() - t0 < 300:
-        df = _rows(out)
-        if df is not None and len(df) >= 2: break
-        if p.poll() is not None: pytest.fail(f"demo ended before two points were stored:\n{p.stdout.read()[-3000:]}")
-        time.sleep(0.2)
-    p.send_signal(signal.SIGKILL); p.wait()
-    before = _rows(out)
+    before = kill_after_rows(p, out, 2)
     assert before is not None and 2 <= len(before) < 4, "kill the demo after its second point, before the last"
     kept = before.set_index('point_key')
     stamps = {f: f.stat().st_mtime_ns for f in (out / 'points').rglob('*.safetensors')}
