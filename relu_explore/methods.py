@@ -788,7 +788,7 @@ def autorep_recipe(model:nn.Module, # the trained dense model (also the teacher)
                    refresh_until:int=508, # ...while the step counter is below this (the code's itr_cnt < 508)
                    ft_epochs:int=0, # KD epochs after the gate phase (AutoReP has none)
                    cut_epochs:int=5, # KD epochs at least, when the gate phase ended above the budget and was cut [default]
-                   ft_lr:float=0.01, # their SGD learning rate
+                   ft_lr:float|None=None, # their Adam learning rate (None: `lr`)
                    T:float=4., # KD temperature
                    device='auto', progress:bool=False) -> MethodResult:
     "AutoReP: hysteresis gates + refreshed DaPa polynomial + one-sided density penalty + KD in `distill`'s loop → the trained gates m."
@@ -811,7 +811,12 @@ def autorep_recipe(model:nn.Module, # the trained dense model (also the teacher)
     curve = phase[phase['count'] <= b]                        # without fine-tuning: the gate-phase epochs within the budget
     if ft:
         notes['acc_before_ft'] = evaluate(net, data.valid, device=dev)['acc']
-        notes['history'] = curve = _kd(net, model, data, ft, 'snl', seed, dev, progress, T=T, lr=ft_lr)
+        # AutoReP's own optimisation goes on with the gates frozen: Adam, no weight decay, x² steps × scale_x2. (SGD with
+        # momentum at full rate on the x² coefficients made a 0.5 % CIFAR net blow up: bench/RESULTS.md, methods study.)
+        x2 = [] if scale_x2 == 1 else [_ScaleStep(lambda s: [m.poly[:, 0] for m in _per_image(s).values() if m.replacement == 'poly'], scale_x2)]
+        notes['history'] = curve = distill(net, model, data.train, data.valid, ft, loss='snl', T=T, opt='adam',
+                                           lr=lr if ft_lr is None else ft_lr, sched='cosine', weight_decay=0., hooks=x2,
+                                           seed=seed, device=dev, progress=progress).to_df()
     return _finish('autorep', net, data, b, total, notes, dev, seed, epochs + ft, curve=curve)
 
 # %% ../nbs/06_methods.ipynb #a6ba93e8
@@ -848,7 +853,8 @@ paper_setting(
     PaperSetting('autorep', 'final mask', 'the trained state m', _AR + 'train_cifar.py: main (best_mask_train.pth.tar holds m)', 'm', None,
                  'same when the gate phase ends within the budget; above it we cut to B by score and distil (the code never cuts)'),
     PaperSetting('autorep', 'KD epochs after a cut', 'no cut in the code',
-                 '[default]: a cut changes the net the weights were trained with, so a short KD repair follows', 5, 'cut_epochs', 'ours'),
+                 '[default]: a cut changes the net the weights were trained with, so a short KD repair follows; it continues '
+                 "AutoReP's own optimisation with the gates frozen (Adam, no weight decay, x² steps × scale_x2)", 5, 'cut_epochs', 'ours'),
     PaperSetting('autorep', 'batch size', '128', _AR + 'scripts/cifar100.sh (--batch_size 128)', "the data's batch_size", None,
                  'set by the data, not the recipe'),
     PaperSetting('autorep', 'model', "resnet18_in (SNL's, no stem ReLU) and wide_resnet_22_8 (final ReLU never called)",
