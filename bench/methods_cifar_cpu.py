@@ -8,11 +8,13 @@ It is exactly this command (the same function), so the table can be reproduced f
 
     relu_explore_sweep bench/results/methods_cifar_cpu --dataset cifar10 --root data --model cifar_resnet18 --width 16 \
       --valid_split 0.1 --n_train 20000 --test --teacher_epochs 15 --teacher_lr 0.1 \
-      --recipe random,taylor,deepreduce,senet,snl,autorep,random_long --preset cpu --seeds 0,1 \
+      --recipe random,taylor,deepreduce,senet,snl,autorep,random_poly,random_long --preset cpu --seeds 0,1 \
       --budgets 0.005,0.015,0.05 --epochs 4
 
 Data: the official training set split into 45,000 / 5,000 (stratified, seed 0); the first 20,000 of the 45,000 train,
-the 5,000 are the validation split every recipe reports on. The test set (10,000) is measured once per finished net,
+the 5,000 are the validation split every recipe reports on. `random_poly` is AutoReP's control (random masks with
+AutoReP's polynomial replacement and training, as many epochs); `random_long` is random masks trained as long as the
+longest method at that (budget, seed). The test set (10,000) is measured once per finished net,
 for the table only. One teacher, trained once and kept in --out. Every finished point is stored with its masks and
 notes as it ends (`relu_explore.study.run_study`), smallest budget first; kill it at any time and run it again to go on.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 
 STUDY = dict(dataset='cifar10', model='cifar_resnet18', width=16, valid_split='0.1', n_train=20000, test=True,
-             teacher_epochs=15, teacher_lr=0.1, recipe='random,taylor,deepreduce,senet,snl,autorep,random_long',
+             teacher_epochs=15, teacher_lr=0.1, recipe='random,taylor,deepreduce,senet,snl,autorep,random_poly,random_long',
              preset='cpu', seeds='0,1', budgets='0.005,0.015,0.05', epochs=4)
 
 def main():
@@ -64,10 +66,12 @@ def print_table(out, kw):
               f"| {100 * r.test_acc:.2f}{sd(r.test_sd)} | {r.epochs:.0f} | {r.minutes:.1f} |")
     from relu_explore.study import gain_table
     pts = cur[cur.method != 'dense']
-    for base in ('random_long', 'random'):
+    for base, only in (('random_long', None), ('random', None), ('random_poly', 'autorep')):
         g = gain_table(pts, baseline=base)
+        if only is not None and len(g): g = g[g.method == only]
         if g.empty: continue
-        print(f"\ngain over `{base}` at the same seed, validation accuracy points (mean, smallest, spread = larger sd over seeds):\n")
+        what = ' (AutoReP against chance placement with its own replacement and training)' if only else ''
+        print(f"\ngain over `{base}` at the same seed{what}, validation accuracy points (mean, smallest, spread = larger sd over seeds):\n")
         print('| budget | method | seeds | gain | smallest gain | spread | beats chance (> 2 spread, every seed) |')
         print('|---|---|---|---|---|---|---|')
         for r in g.itertuples():

@@ -22,7 +22,7 @@ from .data import Data, as_data
 __all__ = ['PRESETS', 'PAPER_SETTINGS', 'MethodResult', 'register_recipe', 'list_recipes', 'run_recipe', 'PaperSetting',
            'paper_setting', 'paper_table', 'random_recipe', 'scored_recipe', 'deepreduce_recipe', 'senet_recipe',
            'snl_recipe', 'hysteresis_gate', 'dapa_coeffs', 'autorep_coeffs', 'dapa_init', 'autorep_recipe',
-           'compare_recipes', 'method_run_point']
+           'random_poly_recipe', 'compare_recipes', 'method_run_point']
 
 # %% ../nbs/06_methods.ipynb #3ecd04a7
 @dataclass(repr=False)
@@ -865,6 +865,41 @@ paper_setting(
                  'we never select: acc is the last epoch, acc_best/best_epoch beside it (see Shared stages)'),
 )
 PRESETS['cpu']['autorep'] = dict(lam=240., score_lr=1e-2, ft_epochs=4, cut_epochs=4)   # see above
+
+# %% ../nbs/06_methods.ipynb #rp000002
+@register_recipe('random_poly')
+def random_poly_recipe(model:nn.Module, # the trained dense model (also the teacher)
+                       data, # a relu_explore `Data`
+                       budget:int|None=None, # kept ReLUs (every site counted); met exactly
+                       epochs:int=3, # epochs of AutoReP's gate phase, here with the gates frozen
+                       seed:int=0, # seeds the mask (the draw `random_recipe` makes) and the training
+                       *, keep_frac:float|None=None, # instead of `budget`: a fraction of all ReLUs
+                       ft_epochs:int=0, # epochs of AutoReP's KD after the gate phase (set as `autorep`'s ft/cut epochs)
+                       lr:float=1e-3, # Adam learning rate of weights and coefficients (`autorep_recipe`'s)
+                       scale_x2:float=0.1, # x² steps × scale_x2 (`autorep_recipe`'s)
+                       var_min:float=0.5, # variance floor of the coefficient refreshes
+                       refresh_every:int=10, refresh_until:int=508, # the refresh period and window (`autorep_recipe`'s)
+                       T:float=4., # KD temperature
+                       device='auto', progress:bool=False) -> MethodResult:
+    "AutoReP's control: a random mask fixed from the start, with `autorep_recipe`'s replacement, refreshes, optimiser, loss and epochs."
+    dev = pick_device(device)
+    net, b, total = _start(model, data, budget, keep_frac, replacement='poly')
+    g = torch.Generator().manual_seed(int(seed))
+    _keep_top(net, {k: torch.rand(m.shape, generator=g) for k, m in _per_image(net).items()}, b)
+    gates = _AutoRePGates(net, b, total, 0., 0.003, 0., seed, var_min, scale_x2, refresh_every, refresh_until)
+    gates.state = {k: m.mask.detach().float().cpu().clone() for k, m in gates.sites.items()}
+    gates.a = {k: 2 * s - 1 for k, s in gates.state.items()}   # scores ±1 at rate 0 and λ = 0: the hysteresis never moves a gate
+    kw = dict(loss='snl', T=T, opt='adam', lr=lr, sched='cosine', weight_decay=0., seed=seed, device=dev, progress=progress)
+    h = distill(net, model, data.train, data.valid, epochs, hooks=[gates], **kw).to_df()
+    notes = dict(history=h, dapa_refreshes=gates.refreshes, ft_epochs_run=ft_epochs)
+    if ft_epochs:
+        x2 = [] if scale_x2 == 1 else [_ScaleStep(lambda s: [m.poly[:, 0] for m in _per_image(s).values() if m.replacement == 'poly'], scale_x2)]
+        notes['acc_before_ft'] = evaluate(net, data.valid, device=dev)['acc']
+        notes['history'] = distill(net, model, data.train, data.valid, ft_epochs, hooks=x2, **kw).to_df()
+    return _finish('random_poly', net, data, b, total, notes, dev, seed, epochs + ft_epochs)
+
+PRESETS['cpu']['random_poly'] = dict(ft_epochs=PRESETS['cpu']['autorep']['ft_epochs'])   # AutoReP's cpu ft epochs (its cut epochs equal them)
+
 
 # %% ../nbs/06_methods.ipynb #e2acac5d
 def compare_recipes(model:nn.Module, # the trained dense model (also the teacher)
