@@ -145,13 +145,19 @@ def run_study(teacher:nn.Module, # the trained dense model (the teacher of every
             if test is not None: v['test_acc'] = float(evaluate(teacher, test)['acc'])
             return v, {}
         sweep_points([dict(point_key='dense', seed=0)], dense_point, store, progress=False)
-    for b in sorted({p['budget'] for p in pts}):
-        for s in seeds:               # a (budget, seed) is complete, its random_long included, before the next begins
-            here = [p for p in pts if p['budget'] == b and p['seed'] == int(s)]
-            df = sweep_points(here, run_point, store, progress=progress, on_point=on_point)
-            if LONG in recipes:
-                lp = _long_point(df, b, int(s), preset, epochs, opts, {p['point_key'] for p in here})
-                if lp is not None: sweep_points([lp], run_point, store, progress=progress, on_point=on_point)
+    groups = [[p for p in pts if p['budget'] == b and p['seed'] == int(s)] for b in sorted({p['budget'] for p in pts}) for s in seeds]
+    def longs(upto, wait):        # random_long of each (budget, seed) whose points have all finished (its epochs need them all)
+        for here in groups[:upto]:
+            keys, df = {p['point_key'] for p in here}, store.to_df()
+            if LONG not in recipes or not here or not keys <= set(df.point_key if len(df) else []): continue
+            lp = _long_point(df, here[0]['budget'], here[0]['seed'], preset, epochs, opts, keys)
+            if lp is not None: sweep_points([lp], run_point, store, progress=progress, on_point=on_point, wait=wait)
+    # Smallest budget first. Pass 1 runs the free points in order and never waits, so a second worker never idles
+    # while a point it cannot take is running; pass 2 waits for the points other workers hold, then their random_long.
+    for wait in (False, True):
+        for i, here in enumerate(groups):
+            sweep_points(here, run_point, store, progress=progress, on_point=on_point, wait=wait)
+            longs(i + 1, wait)
     return store.to_df()
 
 def current_keys(df:pd.DataFrame, # rows of the study's store
