@@ -20,9 +20,9 @@ from .data import Data, as_data
 
 # %% auto #0
 __all__ = ['PRESETS', 'PAPER_SETTINGS', 'MethodResult', 'register_recipe', 'list_recipes', 'run_recipe', 'PaperSetting',
-           'paper_setting', 'paper_table', 'random_recipe', 'scored_recipe', 'deepreduce_recipe', 'senet_recipe',
-           'snl_recipe', 'hysteresis_gate', 'dapa_coeffs', 'autorep_coeffs', 'dapa_init', 'autorep_recipe',
-           'random_poly_recipe', 'compare_recipes', 'method_run_point']
+           'paper_setting', 'paper_table', 'random_recipe', 'random_alloc_recipe', 'site_counts', 'scored_recipe',
+           'deepreduce_recipe', 'senet_recipe', 'snl_recipe', 'hysteresis_gate', 'dapa_coeffs', 'autorep_coeffs',
+           'dapa_init', 'autorep_recipe', 'random_poly_recipe', 'compare_recipes', 'method_run_point']
 
 # %% ../nbs/06_methods.ipynb #3ecd04a7
 @dataclass(repr=False)
@@ -212,6 +212,47 @@ def random_recipe(model:nn.Module, # the trained dense model (also the teacher)
     _keep_top(net, {k: torch.rand(m.shape, generator=g) for k, m in _per_image(net).items()}, b)
     h = _kd(net, model, data, epochs, loss, seed, device, progress, lr=lr, **loss_opts)
     return _finish('random', net, data, b, total, dict(history=h, loss=loss, replacement=replacement), device, seed, epochs)
+
+# %% ../nbs/06_methods.ipynb #ra000002
+@register_recipe('random_alloc')
+def random_alloc_recipe(model:nn.Module, # the trained dense model (also the teacher)
+                        data, # a relu_explore `Data`
+                        budget:int|None=None, # the budget the counts were made for (at least their sum; None: their sum)
+                        epochs:int=3, # distillation epochs
+                        seed:int=0, # seeds the masks and the training
+                        *, counts:dict|None=None, # {site: kept ReLUs}: a per-site allocation, e.g. `site_counts(masks)` of another method
+                        keep_frac:float|None=None, # not taken: the counts fix the budget
+                        loss:str='kd', # distillation loss
+                        lr:float=0.01, # SGD learning rate (cosine schedule), as `random_recipe`
+                        device='auto', progress:bool=False,
+                        **loss_opts) -> MethodResult:
+    "Random elements within each site, `counts[site]` of them, then distillation as `random`: an allocation across layers without its choice within them."
+    if not counts: raise ValueError("counts= is needed: {site: kept ReLUs}, e.g. site_counts(load_masks(path)) of another method's masks.")
+    if keep_frac is not None: raise ValueError("random_alloc takes its budget from counts=; leave keep_frac unset.")
+    n = sum(int(c) for c in counts.values())
+    if budget is not None and int(budget) < n:
+        raise ValueError(f"budget={budget} but counts= keep {n:,}: pass budget=None (the sum of the counts) or a larger budget.")
+    net, b, total = _start(model, data, n if budget is None else budget, None)   # a method below its budget: the same budget
+    sites = _per_image(net)
+    bad = {k: c for k, c in counts.items() if k not in sites or not 0 <= int(c) <= sites[k].mask.numel()}
+    if bad: raise ValueError(f"counts for {list(bad)[:5]}: each must name a per-image site of this net ({list(sites)[:3]}...) "
+                             "and lie between 0 and its size.")
+    g = torch.Generator().manual_seed(int(seed))
+    masks = {}
+    for k, m in sites.items():
+        r = torch.rand(m.shape, generator=g).flatten()
+        keep = torch.zeros_like(r)
+        keep[r.argsort(descending=True)[:int(counts.get(k, 0))]] = 1.
+        masks[k] = keep.view(m.shape)
+    set_masks(net, masks, strict=False)
+    h = _kd(net, model, data, epochs, loss, seed, device, progress, lr=lr, **loss_opts)
+    return _finish('random_alloc', net, data, b, total, dict(history=h, loss=loss, counts=dict(counts)), device, seed, epochs)
+
+def site_counts(masks:dict # {site: mask}, e.g. `relu_explore.sites.load_masks(path)` or `get_masks(net)`
+               ) -> dict:
+    "{site: kept ReLUs} of a set of masks."
+    return {k: int(torch.as_tensor(v).sum()) for k, v in masks.items()}
+
 
 # %% ../nbs/06_methods.ipynb #d02bf38f
 @register_recipe('scored')

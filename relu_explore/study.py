@@ -15,9 +15,9 @@ from .frontier import ResultsStore, sweep_points
 from .methods import _RECIPES, PRESETS, list_recipes, method_run_point
 
 # %% auto #0
-__all__ = ['LONG', 'fingerprint', 'load_or_train_teacher', 'resolve_recipe', 'recipe_options', 'point_key', 'study_points',
-           'run_study', 'current_keys', 'study_table', 'gain_table', 'site_profile', 'plot_study_frontier',
-           'plot_site_profile']
+__all__ = ['LONG', 'ALLOC', 'fingerprint', 'load_or_train_teacher', 'resolve_recipe', 'recipe_options', 'point_key',
+           'study_points', 'run_study', 'current_keys', 'study_table', 'gain_table', 'site_profile',
+           'plot_study_frontier', 'plot_site_profile']
 
 # %% ../nbs/12_study.ipynb #083e9ff5
 def fingerprint(*objs) -> str:
@@ -63,15 +63,21 @@ def load_or_train_teacher(out, # folder where the teacher's weights and its reco
 
 # %% ../nbs/12_study.ipynb #52a01b9a
 LONG = 'random_long'
+ALLOC = 'random_alloc:'   # 'random_alloc:<name>': random elements within each site, as many per site as <name> kept there
 
 def resolve_recipe(name:str) -> tuple[str, dict]:
-    "(registered recipe, its fixed options) behind a study name: a recipe, 'random_long', or a scoring method (→ 'scored')."
+    "(registered recipe, its fixed options) behind a study name: a recipe, 'random_long', 'random_alloc:<name>', or a scoring method (→ 'scored')."
     from relu_explore.sensitivity import list_methods
     if name == LONG: return 'random', {}
+    if name.startswith(ALLOC):
+        if resolve_recipe(name[len(ALLOC):])[0] == 'random_alloc': raise ValueError(f"{name!r}: the allocation of an allocation control is its method's.")
+        return 'random_alloc', {}
     if name in _RECIPES: return name, {}
     if name in list_methods(): return 'scored', dict(score_method=name)
-    raise ValueError(f"unknown recipe {name!r}: use a recipe {list_recipes()}, '{LONG}', or a scoring method {list_methods()} "
-                     "(its global top-B, then distillation).")
+    raise ValueError(f"unknown recipe {name!r}: use a recipe {list_recipes()}, '{LONG}', '{ALLOC}<one of those>', or a scoring "
+                     f"method {list_methods()} (its global top-B, then distillation).")
+
+def _derived(name): return name == LONG or name.startswith(ALLOC)   # points made from other finished points
 
 def recipe_options(name:str, # a study name (`resolve_recipe`)
                    preset:str|None, # a key of `PRESETS`
@@ -89,7 +95,7 @@ def _point(name, budget, seed, preset, epochs, opts):
     return dict(point_key=point_key(name, budget, seed, fingerprint(_RECIPES[base], base, o)), method=name, budget=int(budget),
                 seed=int(seed), epochs=int(o['epochs']))
 
-def study_points(recipes:list, # study names (`resolve_recipe`); 'random_long' points come after the others, per budget
+def study_points(recipes:list, # study names (`resolve_recipe`); 'random_long' and 'random_alloc:…' come from finished points (`run_study`)
                  budgets:list, # ReLU counts
                  seeds:list, # seeds
                  preset:str|None='cpu',
@@ -99,7 +105,7 @@ def study_points(recipes:list, # study names (`resolve_recipe`); 'random_long' p
     "The points of a methods study, smallest budget first, keyed by a fingerprint of the recipe's code and options."
     for r in recipes: resolve_recipe(r)
     return [_point(r, b, s, preset, epochs, (opts or {}).get(r)) for b in sorted(int(b) for b in budgets)
-            for s in seeds for r in recipes if r != LONG]
+            for s in seeds for r in recipes if not _derived(r)]
 
 def _long_point(df, budget, seed, preset, epochs, opts, keys):
     "The equal-training random point at (budget, seed): as many epochs as the longest finished method there."
@@ -109,11 +115,25 @@ def _long_point(df, budget, seed, preset, epochs, opts, keys):
     o = dict((opts or {}).get(LONG) or {}, epochs=int(rows.train_epochs.max()))
     return _point(LONG, budget, seed, preset, epochs, o)
 
+def _alloc_point(df, name, budget, seed, preset, epochs, opts, points_dir=None):
+    "(point, options) of 'random_alloc:<m>' at (budget, seed) once <m> is finished there: <m>'s per-site counts and epochs."
+    from relu_explore.sites import load_masks
+    from relu_explore.methods import site_counts
+    m = name[len(ALLOC):]
+    key = _point(m, budget, seed, preset, epochs, (opts or {}).get(m))['point_key']
+    rows = df[df.point_key == key] if len(df) and 'artifact_masks' in df else df.iloc[:0]
+    if rows.empty or rows.artifact_masks.isna().all(): return None
+    r = rows.iloc[0]
+    path = Path(r.artifact_masks)
+    if points_dir is not None: path = Path(points_dir) / path.parent.name / path.name
+    o = dict((opts or {}).get(name) or {}, counts=site_counts(load_masks(path)), epochs=int(r.train_epochs))
+    return _point(name, budget, seed, preset, epochs, o), o
+
 # %% ../nbs/12_study.ipynb #0bb182a8
 def run_study(teacher:nn.Module, # the trained dense model (the teacher of every recipe)
               data:Data, # training data and the held-out validation split the recipes select and report on
               store, # a `ResultsStore` or a folder / database URL
-              recipes:list, # recipe names; 'random_long' adds random masks trained as long as the longest method
+              recipes:list, # recipe names; 'random_long': random masks trained as long as the longest method; 'random_alloc:<m>': <m>'s counts per site, random within
               budgets:list, # ReLU counts (every site counted)
               seeds:list=(0, 1),
               preset:str|None='cpu', # a key of `PRESETS`
@@ -128,10 +148,11 @@ def run_study(teacher:nn.Module, # the trained dense model (the teacher of every
     "Run (or resume) a methods study: every (budget, seed, recipe) point once, persisted as it ends; returns the store's rows."
     if not isinstance(store, ResultsStore): store = ResultsStore(store, config=config or {})
     art = Path(artifacts) if artifacts else (Path(store.path).parent / 'points' if store.path is not None else None)
-    pts = study_points(recipes, budgets, seeds, preset, epochs, opts)
+    pts, extra = study_points(recipes, budgets, seeds, preset, epochs, opts), {}
     def run_point(p):
         base, o = recipe_options(p['method'], preset, epochs, (opts or {}).get(p['method']))
         if p['method'] == LONG: o['epochs'] = p['epochs']
+        o.update(extra.get(p['point_key'], {}))                 # a 'random_alloc:…' point's counts and epochs
         ep = o.pop('epochs')
         run = method_run_point(teacher, data, method=base, artifacts=art, test=test, method_opts={base: o})
         vals, arts = run(dict(point_key=p['point_key'], budget=p['budget'], seed=p['seed'], epochs=ep))
@@ -145,30 +166,40 @@ def run_study(teacher:nn.Module, # the trained dense model (the teacher of every
             if test is not None: v['test_acc'] = float(evaluate(teacher, test)['acc'])
             return v, {}
         sweep_points([dict(point_key='dense', seed=0)], dense_point, store, progress=False)
-    groups = [[p for p in pts if p['budget'] == b and p['seed'] == int(s)] for b in sorted({p['budget'] for p in pts}) for s in seeds]
-    def longs(upto, wait):        # random_long of each (budget, seed) whose points have all finished (its epochs need them all)
-        for here in groups[:upto]:
+    groups = [(b, int(s), [p for p in pts if p['budget'] == b and p['seed'] == int(s)]) for b in sorted(int(b) for b in budgets) for s in seeds]
+    def derived(upto, wait):      # random_long once every point of its (budget, seed) is finished (its epochs need them all);
+        for b, s, here in groups[:upto]:     # random_alloc:<m> once <m> is
             keys, df = {p['point_key'] for p in here}, store.to_df()
-            if LONG not in recipes or not here or not keys <= set(df.point_key if len(df) else []): continue
-            lp = _long_point(df, here[0]['budget'], here[0]['seed'], preset, epochs, opts, keys)
-            if lp is not None: sweep_points([lp], run_point, store, progress=progress, on_point=on_point, wait=wait)
+            todo = []
+            if LONG in recipes and here and keys <= set(df.point_key if len(df) else []):
+                todo.append(_long_point(df, b, s, preset, epochs, opts, keys))
+            for name in recipes:
+                if name.startswith(ALLOC) and (got := _alloc_point(df, name, b, s, preset, epochs, opts, art)) is not None:
+                    extra[got[0]['point_key']] = got[1]; todo.append(got[0])
+            todo = [p for p in todo if p is not None]
+            if todo: sweep_points(todo, run_point, store, progress=progress, on_point=on_point, wait=wait)
     # Smallest budget first. Pass 1 runs the free points in order and never waits, so a second worker never idles
-    # while a point it cannot take is running; pass 2 waits for the points other workers hold, then their random_long.
+    # while a point it cannot take is running; pass 2 waits for the points other workers hold, then what derives from them.
     for wait in (False, True):
-        for i, here in enumerate(groups):
-            sweep_points(here, run_point, store, progress=progress, on_point=on_point, wait=wait)
-            longs(i + 1, wait)
+        for i, (b, s, here) in enumerate(groups):
+            if here: sweep_points(here, run_point, store, progress=progress, on_point=on_point, wait=wait)
+            derived(i + 1, wait)
     return store.to_df()
 
 def current_keys(df:pd.DataFrame, # rows of the study's store
-                 recipes:list, budgets:list, seeds:list, preset:str|None='cpu', epochs:int=4, opts:dict|None=None) -> set:
-    "The point keys of this configuration in `df`: its (budget, seed, recipe) keys and the `random_long` keys they led to."
+                 recipes:list, budgets:list, seeds:list, preset:str|None='cpu', epochs:int=4, opts:dict|None=None,
+                 store_dir=None # the store's folder, if it moved since the run (masks are read from its points/ folder)
+                ) -> set:
+    "The point keys of this configuration in `df`: its (budget, seed, recipe) keys and the derived keys they led to."
     pts = study_points(recipes, budgets, seeds, preset, epochs, opts)
     keys = {p['point_key'] for p in pts} | {'dense'}
-    if LONG in recipes:
-        for b in sorted({p['budget'] for p in pts}):
-            here = {p['point_key'] for p in pts if p['budget'] == b}
-            keys |= {lp['point_key'] for s in seeds if (lp := _long_point(df, b, int(s), preset, epochs, opts, here)) is not None}
+    pdir = None if store_dir is None else Path(store_dir) / 'points'
+    for b in sorted(int(b) for b in budgets):
+        here = {p['point_key'] for p in pts if p['budget'] == b}
+        for s in seeds:
+            if LONG in recipes and (lp := _long_point(df, b, int(s), preset, epochs, opts, here)) is not None: keys.add(lp['point_key'])
+            keys |= {got[0]['point_key'] for n in recipes if n.startswith(ALLOC)
+                     and (got := _alloc_point(df, n, b, int(s), preset, epochs, opts, pdir)) is not None}
     return keys
 
 def study_table(df:pd.DataFrame, # rows of a study store (`load_results` / `run_study`)
