@@ -16,7 +16,7 @@ from .methods import _RECIPES, PRESETS, list_recipes, method_run_point
 
 # %% auto #0
 __all__ = ['LONG', 'ALLOC', 'fingerprint', 'load_or_train_teacher', 'resolve_recipe', 'recipe_options', 'point_key',
-           'study_points', 'run_study', 'current_keys', 'study_table', 'gain_table', 'site_profile',
+           'study_points', 'run_study', 'current_keys', 'study_table', 'split_table', 'gain_table', 'site_profile',
            'plot_study_frontier', 'plot_site_profile']
 
 # %% ../nbs/12_study.ipynb #083e9ff5
@@ -213,6 +213,30 @@ def study_table(df:pd.DataFrame, # rows of a study store (`load_results` / `run_
                epochs=('train_epochs', 'mean'), minutes=('seconds', lambda s: s.mean() / 60))
     agg = {k: v for k, v in agg.items() if v[0] in df.columns}
     return df.groupby(['budget', 'method']).agg(**agg).reset_index()
+
+# %% ../nbs/12_study.ipynb #al000004
+def split_table(df:pd.DataFrame, # rows of the current configuration, with 'random_alloc:<m>' points
+                col:str='acc' # 'acc' (validation) or 'test_acc'
+               ) -> pd.DataFrame:
+    "Per (budget, method <m>): <m>, its counts with random elements, uniform random at as many epochs; the gains within and across layers (points)."
+    df = df[df.budget.notna()].astype({'budget': int, 'seed': int})
+    rows = []
+    for (b, name), g in df[df.method.str.startswith(ALLOC)].groupby(['budget', 'method']):
+        m, ep = name[len(ALLOC):], int(g.train_epochs.max())
+        at = lambda meth, s: df[(df.method == meth) & (df.budget == b) & (df.seed == s)][col]
+        uni = lambda s: pd.concat([df[(df.method == u) & (df.budget == b) & (df.seed == s) & (df.train_epochs == ep)][col]
+                                   for u in ('random', LONG)])             # `random` first where both match
+        for s, a in zip(g.seed, g[col]):
+            mine, u = at(m, s), uni(s)
+            if len(mine): rows.append(dict(budget=b, method=m, seed=s, epochs=ep, acc=float(mine.iloc[0]), alloc_acc=float(a),
+                                           uniform_acc=float(u.iloc[0]) if len(u) else float('nan')))
+    if not rows: return pd.DataFrame(columns=['budget', 'method', 'seeds', 'epochs', 'acc', 'alloc_acc', 'uniform_acc', 'within_pts', 'layers_pts'])
+    t = pd.DataFrame(rows)
+    out = t.groupby(['budget', 'method'], as_index=False).agg(seeds=('seed', 'nunique'), epochs=('epochs', 'max'), acc=('acc', 'mean'),
+                                                             alloc_acc=('alloc_acc', 'mean'), uniform_acc=('uniform_acc', 'mean'))
+    out['within_pts'] = 100 * (out.acc - out.alloc_acc)
+    out['layers_pts'] = 100 * (out.alloc_acc - out.uniform_acc)
+    return out
 
 # %% ../nbs/12_study.ipynb #8a6d0401
 def gain_table(df:pd.DataFrame, # rows of the current configuration (filter with `current_keys` first)
