@@ -256,7 +256,7 @@ def gain_table(df:pd.DataFrame, # rows of the current configuration (filter with
         rows.append(dict(budget=b, method=m, seeds=len(d), gain_pts=100 * gain, min_gain_pts=100 * min(d),
                          spread_pts=100 * spread if len(d) > 1 else float('nan'),
                          beats_chance=bool(gain > 2 * spread and min(d) > 0) if len(d) > 1 else None))   # one seed: no spread, no verdict
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=['budget', 'method', 'seeds', 'gain_pts', 'min_gain_pts', 'spread_pts', 'beats_chance'])
 
 def site_profile(df:pd.DataFrame, # rows with `artifact_masks` (a study store's rows)
                  net:nn.Module, # the relufied model (site names and sizes)
