@@ -176,7 +176,7 @@ def sweep_cli(out:str, # folder (or database URL) of the results store
               method:str='taylor', strategy:str='global', epochs:int=4, seed:int=0, lr:float=0.05,
               warm_start:store_true=False, # start each point from the next larger finished point
               append:store_true=False, # add to a store made by another configuration
-              recipe:str=None, # recipes instead of one scoring method, comma separated (`list_recipes()`, 'random_long', or scoring methods): a methods study
+              recipe:str=None, # recipes instead of one scoring method, comma separated (`list_recipes()`, 'random_long', 'random_alloc:<recipe>', or scoring methods): a methods study
               preset:str=None, # with --recipe: a key of `PRESETS` ('paper', 'cpu', 'digits')
               seeds:str=None, # with --recipe: seeds, comma separated (default: --seed)
               width:int=None, # model width (ours: base channels, e.g. 16 for a quarter-width ResNet18)
