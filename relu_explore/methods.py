@@ -946,14 +946,14 @@ PRESETS['cpu']['random_poly'] = dict(ft_epochs=PRESETS['cpu']['autorep']['ft_epo
 def compare_recipes(model:nn.Module, # the trained dense model (also the teacher)
                     data, # a `Data`, or what `as_data` takes (loaders, (x, y) tensors, datasets): adapted once for all runs
                     budgets, # kept-ReLU counts (ints) or keep fractions (floats in (0, 1])
-                    methods=None, # recipe names (default: all of `list_recipes()`)
+                    methods=None, # recipe names (default: all of `list_recipes()` but `random_alloc`, which needs another method's counts)
                     seed:int=0, # the same seed for every run
                     preset:str|None=None, # a key of `PRESETS`
                     opts:dict|None=None, # {method: {option: value}} for single methods
                     on_result:Callable|None=None, # called with each `MethodResult` as it finishes
                     **common) -> pd.DataFrame: # options given to every recipe, e.g. epochs=3, device='cpu'
     "One row per (method, budget): `MethodResult.to_row()` of each run, with the same seed everywhere."
-    methods = list_recipes() if methods is None else list(methods)
+    methods = [m for m in list_recipes() if m != 'random_alloc'] if methods is None else list(methods)
     bad = [m for m in methods if m not in _RECIPES]
     if bad: raise ValueError(f"unknown recipe(s) {bad}: use names from {list_recipes()}.")
     data, rows = as_data(data), []
