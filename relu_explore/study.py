@@ -270,10 +270,13 @@ def site_profile(df:pd.DataFrame, # rows with `artifact_masks` (a study store's 
     for r in df[df.artifact_masks.notna()].itertuples():
         p = Path(r.artifact_masks)
         if store_dir is not None: p = Path(store_dir) / 'points' / p.parent.name / p.name
-        for k, v in load_masks(p, net).items():
-            rows.append(dict(method=r.method, budget=r.budget, seed=r.seed, site=k, order=order[k], size=sizes[k], kept=float(v.sum())))
-    out = pd.DataFrame(rows).groupby(['method', 'budget', 'site', 'order', 'size'], as_index=False).kept.mean()
-    out['kept_frac'] = out.kept / out['size']
+        masks = load_masks(p)               # not checked against `net`: a reshaped net (DeepReDuce's α, ρ < 1) has smaller sites
+        extra = [k for k in masks if k not in sizes]
+        if extra: raise ValueError(f"{p} has sites {extra[:3]} that `net` lacks: pass the relufied model the study ran on.")
+        for k, v in masks.items():          # kept_frac: of the site in the point's own net
+            rows.append(dict(method=r.method, budget=r.budget, seed=r.seed, site=k, order=order[k], size=sizes[k], kept=float(v.sum()),
+                             kept_frac=float(v.sum()) / v.numel()))
+    out = pd.DataFrame(rows).groupby(['method', 'budget', 'site', 'order', 'size'], as_index=False)[['kept', 'kept_frac']].mean()
     return out.sort_values(['budget', 'method', 'order']).reset_index(drop=True)
 
 # %% ../nbs/12_study.ipynb #5bc50cf8
