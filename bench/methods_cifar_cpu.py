@@ -16,12 +16,12 @@ Data: the official training set split into 45,000 / 5,000 (stratified, seed 0); 
 the 5,000 are the validation split every recipe reports on. `random_poly` is AutoReP's control (random masks with
 AutoReP's polynomial replacement and training, as many epochs); `random_long` is random masks trained as long as the
 longest method at that (budget, seed). The test set (10,000) is measured once per finished net,
-for the table only. One teacher, trained once and kept in --out.
+for the table only. One teacher, trained once and kept in --out. Every finished point is stored with its masks and
+notes as it ends (`relu_explore.study.run_study`), smallest budget first; kill it at any time and run it again to go on.
 
 --probe runs, at the smallest budget and on the same store, `random_alloc:<m>` for SENet, SNL and Taylor: random
 elements within each site, as many per site as <m>'s stored masks keep there, trained as many epochs as <m>. The gap
-to <m> is what <m>'s choice within layers is worth; the gap to uniform random, what its choice of layers is worth. Every finished point is stored with its masks and
-notes as it ends (`relu_explore.study.run_study`), smallest budget first; kill it at any time and run it again to go on.
+to <m> is what <m>'s choice within layers is worth; the gap to uniform random, what its choice of layers is worth.
 """
 import argparse, time
 from pathlib import Path

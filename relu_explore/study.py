@@ -115,6 +115,11 @@ def _long_point(df, budget, seed, preset, epochs, opts, keys):
     o = dict((opts or {}).get(LONG) or {}, epochs=int(rows.train_epochs.max()))
     return _point(LONG, budget, seed, preset, epochs, o)
 
+def _masks_file(recorded, points_dir=None) -> Path:
+    "A point's masks file: the path its row recorded, or the same file under `points_dir` (a store that moved since the run)."
+    p = Path(recorded)
+    return p if points_dir is None else Path(points_dir) / p.parent.name / p.name
+
 def _alloc_point(df, name, budget, seed, preset, epochs, opts, points_dir=None):
     "(point, options) of 'random_alloc:<m>' at (budget, seed) once <m> is finished there: <m>'s per-site counts and epochs."
     from relu_explore.sites import load_masks
@@ -124,9 +129,7 @@ def _alloc_point(df, name, budget, seed, preset, epochs, opts, points_dir=None):
     rows = df[df.point_key == key] if len(df) and 'artifact_masks' in df else df.iloc[:0]
     if rows.empty or rows.artifact_masks.isna().all(): return None
     r = rows.iloc[0]
-    path = Path(r.artifact_masks)
-    if points_dir is not None: path = Path(points_dir) / path.parent.name / path.name
-    o = dict((opts or {}).get(name) or {}, counts=site_counts(load_masks(path)), epochs=int(r.train_epochs))
+    o = dict((opts or {}).get(name) or {}, counts=site_counts(load_masks(_masks_file(r.artifact_masks, points_dir))), epochs=int(r.train_epochs))
     return _point(name, budget, seed, preset, epochs, o), o
 
 # %% ../nbs/12_study.ipynb #0bb182a8
@@ -268,8 +271,7 @@ def site_profile(df:pd.DataFrame, # rows with `artifact_masks` (a study store's 
     order = {k: i for i, k in enumerate(sizes)}
     rows = []
     for r in df[df.artifact_masks.notna()].itertuples():
-        p = Path(r.artifact_masks)
-        if store_dir is not None: p = Path(store_dir) / 'points' / p.parent.name / p.name
+        p = _masks_file(r.artifact_masks, None if store_dir is None else Path(store_dir) / 'points')
         masks = load_masks(p)               # not checked against `net`: a reshaped net (DeepReDuce's α, ρ < 1) has smaller sites
         extra = [k for k in masks if k not in sizes]
         if extra: raise ValueError(f"{p} has sites {extra[:3]} that `net` lacks: pass the relufied model the study ran on.")
