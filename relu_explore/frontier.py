@@ -285,6 +285,18 @@ def _check_values(point_key, values):
                          "a failed point should raise in run_point instead of being recorded.")
     return relus, acc
 
+_CODE = {}
+def code_version(root=None # folder of the package's modules (default: the installed `relu_explore`)
+                ) -> str:
+    "'<version>+<hash of the package's .py files>': which code a process records its points with (read once per process)."
+    import relu_explore
+    root = Path(root or Path(relu_explore.__file__).parent)
+    if root not in _CODE:
+        h = hashlib.sha256()
+        for f in sorted(root.glob('*.py')): h.update(f.name.encode() + b'\0' + f.read_bytes())
+        _CODE[root] = f"{relu_explore.__version__}+{h.hexdigest()[:10]}"
+    return _CODE[root]
+
 # %% ../nbs/07_frontier.ipynb #c4d4de42
 @patch
 def record(self:ResultsStore, point_key:str, # the finished point
@@ -308,7 +320,7 @@ def record(self:ResultsStore, point_key:str, # the finished point
     if float(relus).is_integer(): attrs['relus'] = int(relus)
     attrs.update(point_key=point_key, config_hash=self.config_hash,
                  started=_iso(started if started is not None else cl.started if cl else None),
-                 finished=_iso(time.time()), **{f'artifact_{k}': p for k, p in artifacts.items()})
+                 finished=_iso(time.time()), code=code_version(), **{f'artifact_{k}': p for k, p in artifacts.items()})
     if cl is not None: attrs.update(worker=cl.worker, attempt=cl.attempt)
     self.study.add_trial(optuna.trial.create_trial(values=[relus, acc], user_attrs=attrs))
     if cl is not None: self._set_claim(cl, 'done')
