@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_study.ipynb #0a4c65c4
 from __future__ import annotations
-import hashlib, inspect, json, time
+import hashlib, inspect, json, time, warnings
 from pathlib import Path
 import torch, torch.nn as nn
 import pandas as pd
@@ -215,6 +215,11 @@ def study_table(df:pd.DataFrame, # rows of a study store (`load_results` / `run_
                valid_acc=('acc', 'mean'), valid_sd=('acc', 'std'), test_acc=('test_acc', 'mean'), test_sd=('test_acc', 'std'),
                epochs=('train_epochs', 'mean'), minutes=('seconds', lambda s: s.mean() / 60))
     agg = {k: v for k, v in agg.items() if v[0] in df.columns}
+    if 'code' in df.columns:
+        mixed = df.groupby(['budget', 'method']).code.nunique()
+        if (mixed > 1).any():
+            warnings.warn(f"rows of {[f'{m} at {b}' for b, m in mixed[mixed > 1].index]} were recorded by different package code "
+                          f"({sorted(df.code.dropna().unique())}): compare them only if the change between them cannot move the results.")
     return df.groupby(['budget', 'method']).agg(**agg).reset_index()
 
 # %% ../nbs/12_study.ipynb #al000004
