@@ -291,11 +291,14 @@ def plot_study_frontier(df:pd.DataFrame, # rows of the current configuration
                         col:str='acc', # 'acc' (validation) or 'test_acc'
                         teacher_acc:float|None=None # the dense teacher's accuracy, drawn as a rule
                        ):
-    "Accuracy vs kept ReLUs per method: mean over seeds (line + points) and every seed (ticks), log ReLU axis."
+    "Accuracy vs kept ReLUs per method: mean over seeds (line + points) and every seed (ticks), log ReLU axis (symlog with a 0-ReLU point)."
     import altair as alt
     d = df.assign(pct=100 * df[col])
     m = d.groupby(['method', 'budget'], as_index=False).agg(relus=('relus', 'mean'), pct=('pct', 'mean'), lo=('pct', 'min'), hi=('pct', 'max'))
-    x = alt.X('relus:Q', scale=alt.Scale(type='log'), title='kept ReLUs')
+    # a log axis cannot place 0 (a recipe that returned the linear network) and Vega then collapses every point onto one x
+    sc = alt.Scale(type='symlog', constant=max(1., float(d.relus[d.relus > 0].min()) / 8)) if (d.relus <= 0).any() else alt.Scale(type='log')
+    ticks = dict(axis=alt.Axis(values=sorted({0, *m.budget.astype(int)}), format=',d')) if sc.type == 'symlog' else {}
+    x = alt.X('relus:Q', scale=sc, title='kept ReLUs', **ticks)
     y = alt.Y('pct:Q', scale=alt.Scale(zero=False), title=f"{'validation' if col == 'acc' else 'test'} accuracy (%)")
     c = alt.Color('method:N')
     base = alt.Chart(m)
